@@ -1,0 +1,1 @@
+"""Functionary prompt formats, OpenAI types and parsers. Pure: no network, no Docker."""

@@ -1,0 +1,196 @@
+"""The prompt-template contract shared by every version.
+
+A template does four things (STYLE 4):
+  * ``render(prepared)`` -> the exact prompt string sent to TGI: no BOS (TGI adds it), the
+    generation prompt included, followed by the prefix that enforces the tool choice;
+  * names its ``stop_tokens`` / ``special_tokens`` / ``eos_tokens``;
+  * ``stream_parser(prepared)`` -> a fresh :class:`StreamParser` fed one token text at a time (the
+    text the model wrote AFTER the rendered prompt, special tokens included, the final stop token
+    removed by the caller);
+  * ``parse(text, prepared)`` -> the complete :class:`ParsedOutput`. The default runs the streaming
+    parser over the whole text, so both modes agree by construction.
+
+Parsers speak in small events (:class:`TextDelta`, :class:`ToolCallStart`, :class:`ArgumentsDelta`);
+``functionary/assemble.py`` turns them into OpenAI messages / chunks (ids, ``index``, finish reasons,
+legacy ``function_call``), so no template deals with OpenAI's delta rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Union
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """The effective tool choice after the request analysis."""
+
+    kind: Literal["auto", "none", "required", "named"]
+    name: str | None = None  # set for kind == "named"
+
+    @property
+    def is_named(self) -> bool:
+        return self.kind == "named"
+
+
+AUTO = ToolChoice("auto")
+NONE = ToolChoice("none")
+REQUIRED = ToolChoice("required")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A validated request in the shape every template renders from.
+
+    ``messages``: one dict per message with exactly the keys ``role``, ``content`` (str or None;
+    content parts already joined), ``name``, ``tool_calls`` (None or a list of
+    ``{"id", "type": "function", "function": {"name", "arguments"}}``), ``tool_call_id`` and
+    ``function_call`` (None or ``{"name", "arguments"}``); absent fields are None; tool results
+    already reordered to follow the order of the calls; ``developer`` became ``system``.
+
+    ``tools``: the tools the prompt shows, after the tool choice was applied (``none`` -> [],
+    a named choice -> only that tool, or the definition the choice carried) and ``$ref`` resolved.
+    Each is ``{"type": "function", "function": {"name", "description", "parameters"}}`` or
+    ``{"type": "code_interpreter"}``; with ``legacy_functions`` each is a bare function
+    ``{"name", "description", "parameters"}`` instead (the request used ``functions``).
+    """
+
+    messages: tuple[dict, ...]
+    tools: tuple[dict, ...]
+    choice: ToolChoice
+    legacy_functions: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser events and results
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """A new call begins; its name is final. Code-interpreter calls use the name ``python``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentsDelta:
+    """More argument text for the call started last (the model's own text, never re-serialised)."""
+
+    text: str
+
+
+Event = Union[TextDelta, ToolCallStart, ArgumentsDelta]
+
+
+@dataclass(slots=True)
+class ParsedCall:
+    name: str
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class ParsedOutput:
+    content: str | None = None
+    tool_calls: list[ParsedCall] = field(default_factory=list)
+
+    @classmethod
+    def from_events(cls, events: list[Event]) -> "ParsedOutput":
+        out = cls()
+        text: list[str] = []
+        for ev in events:
+            if isinstance(ev, TextDelta):
+                text.append(ev.text)
+            elif isinstance(ev, ToolCallStart):
+                out.tool_calls.append(ParsedCall(ev.name))
+            else:
+                out.tool_calls[-1].arguments += ev.text
+        out.content = "".join(text) if text else None
+        return out
+
+
+class StreamParser:
+    """Incremental parser: ``feed`` one token text at a time, then ``finish`` once.
+
+    Rules every implementation keeps: the concatenated events are the same for ANY split of the
+    input (a marker such as ``>>>`` or ``<function=`` may arrive in pieces: keep a short buffer for
+    a possible marker prefix, never rescan the whole text); cost linear in the output; never
+    raises on odd model output (invalid JSON arguments are passed through as text).
+    """
+
+    def feed(self, text: str) -> list[Event]:
+        raise NotImplementedError
+
+    def finish(self) -> list[Event]:
+        """End of output: flush whatever is held back."""
+        raise NotImplementedError
+
+
+class StrippingParser(StreamParser):
+    """Feeds ``inner`` the text as ``text.strip()`` would leave it, under any chunking: leading
+    whitespace is dropped, a whitespace run is held back until something follows it."""
+
+    __slots__ = ("_inner", "_started", "_pending")
+
+    def __init__(self, inner: StreamParser) -> None:
+        self._inner = inner
+        self._started = False
+        self._pending = ""
+
+    def feed(self, text: str) -> list[Event]:
+        if not text:
+            return []
+        if not self._started:
+            text = text.lstrip()
+            if not text:
+                return []
+            self._started = True
+        body = text.rstrip()
+        if not body:  # whitespace only: hold it back
+            self._pending += text
+            return []
+        out = self._inner.feed(self._pending + body) if self._pending else self._inner.feed(body)
+        self._pending = text[len(body):]
+        return out
+
+    def finish(self) -> list[Event]:
+        return self._inner.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# The template base class
+
+
+class PromptTemplate:
+    version: ClassVar[str]
+    stop_tokens: ClassVar[tuple[str, ...]]  # sent to TGI as stop sequences (besides the EOS)
+    eos_tokens: ClassVar[tuple[str, ...]] = ()  # the tokenizer's EOS texts for this family
+    special_tokens: ClassVar[tuple[str, ...]] = ()  # texts that are single special tokens
+
+    def render(self, prepared: PreparedRequest) -> str:
+        raise NotImplementedError
+
+    def make_parser(self, prepared: PreparedRequest) -> StreamParser:
+        """A fresh parser for this version, fed the model's text with surrounding whitespace
+        already stripped (upstream parses ``text.strip()``)."""
+        raise NotImplementedError
+
+    def stream_parser(self, prepared: PreparedRequest) -> StreamParser:
+        return StrippingParser(self.make_parser(prepared))
+
+    def parse(self, text: str, prepared: PreparedRequest) -> ParsedOutput:
+        parser = self.stream_parser(prepared)
+        events = parser.feed(text)
+        events.extend(parser.finish())
+        return ParsedOutput.from_events(events)
+
+    def check(self, prepared: PreparedRequest) -> None:
+        """Raise InvalidRequestError/UnsupportedRequestError for requests this version cannot
+        render (called before render). Default: everything is fine."""

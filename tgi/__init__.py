@@ -1,0 +1,1 @@
+"""All I/O with TGI, Docker and the Hub."""
