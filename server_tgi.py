@@ -1,0 +1,377 @@
+"""OpenAI-compatible gateway for Functionary models served by text-generation-inference.
+
+    python server_tgi.py --model meetkai/functionary-small-v3.2 --endpoint http://127.0.0.1:8080
+
+This file is the CLI and the app wiring only: prompt formats and parsers live in ``functionary/``,
+every exchange with TGI, Docker and the Hub in ``tgi/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from functionary.errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+)
+from functionary.openai_types import ChatCompletionRequest
+
+log = logging.getLogger("gateway")
+
+DEFAULT_SAVE_FOLDER = "/tmp/functionary-tgi-models"
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and CLI
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    endpoints: tuple[str, ...] = ("http://127.0.0.1:8080",)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    prompt_template: str | None = None
+    served_model_name: str | None = None
+    api_keys: tuple[str, ...] = ()
+    max_total_tokens: int | None = None
+    max_input_tokens: int | None = None
+    startup_timeout: float = 600.0
+    remote_model_save_folder: str = DEFAULT_SAVE_FOLDER
+    no_launch: bool = False
+    revision: str | None = None
+    tgi_image: str | None = None
+    gpus: str = "all"
+    shm_size: str = "1g"
+    num_shard: int | None = None
+    quantize: str | None = None
+    dtype: str | None = None
+    keep_container: bool = False
+    replace: bool = False
+    launcher_args: tuple[str, ...] = ()
+    max_body_bytes: int = 8 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "info"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.model
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """Registers ``--a_b`` and ``--a-b`` as one option (the seed's underscore flags keep working)."""
+    dashed = "--" + name.replace("_", "-")
+    under = "--" + name.replace("-", "_")
+    names = [dashed] if dashed == under else [under, dashed]
+    parser.add_argument(*names, dest=name.replace("-", "_"), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="server_tgi.py",
+        description="OpenAI-compatible API for Functionary models on text-generation-inference.",
+    )
+    _flag(p, "model", required=True, help="hub id or local directory with tokenizer files")
+    _flag(p, "endpoint", action="append", dest="endpoint", default=None,
+          help="TGI base URL; repeat for a cluster (default http://127.0.0.1:8080)")
+    _flag(p, "host", default="127.0.0.1")
+    _flag(p, "port", type=int, default=8000)
+    _flag(p, "prompt_template", default=None, help="force a template version (see --list-templates)")
+    _flag(p, "served_model_name", default=None, help="model name clients use (default: --model)")
+    _flag(p, "api_key", action="append", default=None,
+          help="accepted API key; repeatable; also FUNCTIONARY_API_KEYS (comma separated)")
+    _flag(p, "max_total_tokens", type=int, default=None, help="context size (default: from TGI /info)")
+    _flag(p, "max_input_tokens", type=int, default=None)
+    _flag(p, "startup_timeout", type=float, default=600.0, help="seconds to wait for TGI to be ready")
+    _flag(p, "remote_model_save_folder", default=DEFAULT_SAVE_FOLDER,
+          help="where hub weights are downloaded when a container is launched")
+    _flag(p, "no_launch", action="store_true", help="never start a TGI container")
+    _flag(p, "revision", default=None, help="hub revision of the model")
+    _flag(p, "tgi_image", default=None, help="TGI image to launch")
+    _flag(p, "gpus", default="all", help="all | none | N | comma-separated device ids")
+    _flag(p, "shm_size", default="1g")
+    _flag(p, "num_shard", type=int, default=None)
+    _flag(p, "quantize", default=None)
+    _flag(p, "dtype", default=None)
+    _flag(p, "keep_container", action="store_true", help="leave a launched container running on exit")
+    _flag(p, "replace", action="store_true", help="replace a container of ours that has other settings")
+    _flag(p, "launcher_arg", action="append", default=None,
+          help="extra text-generation-launcher argument, passed through (repeatable)")
+    _flag(p, "max_body_bytes", type=int, default=8 * 1024 * 1024)
+    _flag(p, "cors_origin", action="append", default=None)
+    _flag(p, "log_level", default="info")
+    return p
+
+
+def settings_from_args(argv: list[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    keys = list(args.api_key or [])
+    env_keys = os.environ.get("FUNCTIONARY_API_KEYS", "")
+    keys += [k.strip() for k in env_keys.split(",") if k.strip()]
+    return Settings(
+        model=args.model,
+        endpoints=tuple(e.rstrip("/") for e in (args.endpoint or ["http://127.0.0.1:8080"])),
+        host=args.host,
+        port=args.port,
+        prompt_template=args.prompt_template,
+        served_model_name=args.served_model_name,
+        api_keys=tuple(keys),
+        max_total_tokens=args.max_total_tokens,
+        max_input_tokens=args.max_input_tokens,
+        startup_timeout=args.startup_timeout,
+        remote_model_save_folder=args.remote_model_save_folder,
+        no_launch=args.no_launch,
+        revision=args.revision,
+        tgi_image=args.tgi_image,
+        gpus=args.gpus,
+        shm_size=args.shm_size,
+        num_shard=args.num_shard,
+        quantize=args.quantize,
+        dtype=args.dtype,
+        keep_container=args.keep_container,
+        replace=args.replace,
+        launcher_args=tuple(args.launcher_arg or ()),
+        max_body_bytes=args.max_body_bytes,
+        cors_origins=tuple(args.cors_origin or ()),
+        log_level=args.log_level,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from tgi.runtime import open_runtime  # the TGI side: tokenizer, template, pool, launcher
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with AsyncExitStack() as stack:
+            app.state.runtime = await stack.enter_async_context(open_runtime(settings))
+            yield
+
+    app = FastAPI(title="Functionary TGI gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    _install_error_handlers(app)
+    _install_routes(app, settings)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
+    return RequestIdMiddleware(app)  # type: ignore[return-value]
+
+
+class RequestIdMiddleware:
+    """Accepts a client's ``x-request-id`` (or makes one) and returns it on every response.
+    Plain ASGI: no per-request task or body buffering on the hot path."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def __getattr__(self, name):  # ``app.state`` and friends stay reachable for tests
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                rid = value.decode("latin-1")[:200]
+                break
+        if not rid:
+            rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        raw = rid.encode("latin-1")
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", raw)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _error_response(exc: GatewayError) -> JSONResponse:
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError):
+        if exc.status_code >= 500:
+            log.warning("request %s: %s", _rid(request), exc.message)
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return _error_response(InvalidRequestError(str(exc), param=None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        body = {"error": {"message": str(exc.detail), "type": "invalid_request_error", "param": None, "code": code}}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("request %s: unexpected error", _rid(request))
+        body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
+        return JSONResponse(body, status_code=500)
+
+
+def _rid(request: Request) -> str:
+    return request.scope.get("state", {}).get("request_id", "-")
+
+
+def _check_auth(request: Request, keys: tuple[str, ...]) -> None:
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip().encode()
+    ok = False
+    for key in keys:  # compare against every key: the time taken tells nothing
+        ok |= hmac.compare_digest(token, key.encode())
+    if scheme.lower() != "bearer" or not ok:
+        raise AuthenticationError(
+            "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'."
+        )
+
+
+def _validation_param(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+    return loc or "body", f"Invalid request: {loc or 'body'}: {err.get('msg')}"
+
+
+async def _read_request(request: Request, settings: Settings) -> ChatCompletionRequest:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+        raise PayloadTooLargeError(f"request body is larger than {settings.max_body_bytes} bytes")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > settings.max_body_bytes:
+            raise PayloadTooLargeError(f"request body is larger than {settings.max_body_bytes} bytes")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise InvalidRequestError("request body is not valid UTF-8", param="body") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequestError(f"request body is not valid JSON: {exc}", param="body") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("request body must be a JSON object", param="body")
+    try:
+        req = ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        param, message = _validation_param(exc)
+        raise InvalidRequestError(message, param=param) from None
+    except RecursionError:
+        raise InvalidRequestError("request body is nested too deeply", param="body") from None
+    if req.model_extra:
+        log.debug("ignoring unknown request fields: %s", ", ".join(sorted(req.model_extra)))
+    return req
+
+
+def _install_routes(app: FastAPI, settings: Settings) -> None:
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        _check_auth(request, settings.api_keys)
+        req = await _read_request(request, settings)
+        runtime = request.app.state.runtime
+        if req.model is not None and req.model not in runtime.model_names:
+            raise ModelNotFoundError(
+                f"The model '{req.model}' does not exist; this server serves '{settings.model_name}'.",
+                param="model",
+            )
+        from tgi.chat import new_request_id
+
+        plan = runtime.chat.plan(req, request_id=new_request_id())
+        log.info("request %s: %s, %d prompt tokens, stream=%s", _rid(request), plan.request_id, plan.prompt_tokens, bool(req.stream))
+        if req.stream:
+            body = await runtime.chat.stream(plan)
+            return StreamingResponse(
+                body, media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
+        return JSONResponse(await runtime.chat.complete(plan))
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        _check_auth(request, settings.api_keys)
+        runtime = request.app.state.runtime
+        card = {
+            "id": settings.model_name,
+            "object": "model",
+            "created": runtime.started,
+            "owned_by": "functionary-tgi-gateway",
+            "context_length": runtime.limits.max_total_tokens,
+            "max_model_len": runtime.limits.max_total_tokens,
+        }
+        return {"object": "list", "data": [card]}
+
+    @app.get("/health")
+    async def health(request: Request):
+        runtime = request.app.state.runtime
+        status = await runtime.health()
+        code = 200 if status["tgi"]["healthy"] else 503
+        return JSONResponse({"status": "ok" if code == 200 else "degraded", **status}, status_code=code)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = settings_from_args(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    import uvicorn
+
+    from functionary.errors import GatewayError as _GE
+
+    try:
+        app = create_app(settings)
+    except _GE as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+        lifespan="on", timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn swallows a failed lifespan start-up (it logs it): report it as a failed run
+    return 0 if getattr(server, "started", False) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

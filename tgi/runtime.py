@@ -1,0 +1,162 @@
+"""Start-up of the TGI side of the gateway, as one async context manager.
+
+Finds the tokenizer files (a local directory, or the tokenizer files of a hub id), picks the
+prompt template, probes the endpoints (and launches a container when none answers, unless told
+not to), reads TGI's limits from ``/info`` and opens the endpoint pool. Everything it opens is
+closed on exit, a container it started included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from functionary.detect import detect_template
+from functionary.errors import GatewayError
+from functionary.templates import get_template
+from tgi.chat import ChatService
+from tgi.client import TGIClient
+from tgi.params import Limits
+from tgi.pool import EndpointPool
+
+log = logging.getLogger("gateway.runtime")
+
+
+class StartupError(GatewayError):
+    """The gateway cannot start (no TGI answers, no tokenizer, ...)."""
+
+
+@dataclass
+class Runtime:
+    chat: ChatService
+    pool: EndpointPool
+    limits: Limits
+    model_names: frozenset[str]
+    template_version: str
+    started: int
+
+    async def health(self) -> dict:
+        states = await self.pool.health()
+        return {
+            "gateway": {"healthy": True, "template": self.template_version},
+            "tgi": {"healthy": any(s["healthy"] for s in states), "endpoints": states},
+        }
+
+
+def token_counter(model_dir: Path | None) -> Callable[[str], int]:
+    """Counts prompt tokens as TGI will (``add_special_tokens=True``: the BOS is counted).
+
+    The tokenizer cuts the text at its special tokens before anything else, so the pieces between
+    them are tokenized independently: their counts are cached, and the long system / tools part
+    that most requests share costs nothing after the first request."""
+    path = model_dir / "tokenizer.json" if model_dir is not None else None
+    if path is None or not path.is_file():
+        log.warning("no tokenizer.json found: prompt lengths are estimated (4 bytes a token)")
+        return lambda text: len(text.encode("utf-8")) // 4 + 1
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special]
+    extra = len(tokenizer.encode("", add_special_tokens=True).ids)  # BOS and friends
+    if not specials:
+        return lambda text: len(tokenizer.encode(text, add_special_tokens=True).ids)
+    splitter = re.compile("(" + "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")")
+    special_set = frozenset(specials)
+
+    @lru_cache(maxsize=4096)
+    def piece(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count(text: str) -> int:
+        total = extra
+        for part in splitter.split(text):
+            if part in special_set:
+                total += 1
+            elif part:
+                total += piece(part)
+        return total
+
+    return count
+
+
+async def _tokenizer_dir(settings) -> Path | None:
+    local = Path(settings.model).expanduser()
+    if local.is_dir():
+        return local
+    from tgi.weights import fetch_tokenizer_files
+
+    try:
+        return await fetch_tokenizer_files(
+            settings.model, revision=settings.revision, cache_dir=Path(settings.remote_model_save_folder), token=None
+        )
+    except GatewayError as exc:
+        log.warning("could not fetch tokenizer files for %s: %s", settings.model, exc.message)
+        return None
+
+
+async def _answering(clients: list[TGIClient]) -> list[TGIClient]:
+    results = await asyncio.gather(*(c.health() for c in clients), return_exceptions=True)
+    return [c for c, ok in zip(clients, results) if ok is True]
+
+
+@asynccontextmanager
+async def open_runtime(settings) -> AsyncIterator[Runtime]:
+    async with AsyncExitStack() as stack:
+        model_dir = await _tokenizer_dir(settings)
+        version = detect_template(model_dir=model_dir, model_id=settings.model, override=settings.prompt_template)
+        template = get_template(version)
+        log.info("prompt template %s for %s", version, settings.model)
+
+        clients = [await stack.enter_async_context(TGIClient(url)) for url in settings.endpoints]
+        up = await _answering(clients)
+        if not up and not settings.no_launch:
+            from tgi.launch import launch_for_settings
+
+            await stack.enter_async_context(launch_for_settings(settings, model_dir=model_dir))
+            up = await _answering(clients)
+        if not up:
+            up = await _wait_for_any(clients, settings.startup_timeout if settings.no_launch else 5.0)
+        if not up:
+            raise StartupError(
+                "no TGI endpoint answers: " + ", ".join(settings.endpoints)
+                + ". Start TGI there, or let the gateway launch one (drop --no-launch)."
+            )
+
+        info = await up[0].info()
+        if info.model_id and info.model_id != settings.model and Path(settings.model).name != Path(info.model_id).name:
+            log.warning("TGI at %s serves %r, not %r", up[0].base_url, info.model_id, settings.model)
+        max_total = settings.max_total_tokens or info.max_total_tokens
+        max_input = settings.max_input_tokens or info.max_input_tokens or (max_total - 1)
+        limits = Limits(
+            max_total_tokens=max_total,
+            max_input_tokens=min(max_input, max_total - 1),
+            max_stop_sequences=info.max_stop_sequences or 4,
+        )
+        pool = await stack.enter_async_context(EndpointPool(clients))
+        chat = ChatService(
+            template=template, pool=pool, limits=limits, model_name=settings.model_name,
+            count_tokens=token_counter(model_dir),
+        )
+        names = {settings.model_name, settings.model}
+        yield Runtime(
+            chat=chat, pool=pool, limits=limits, model_names=frozenset(names), template_version=version,
+            started=int(time.time()),
+        )
+
+
+async def _wait_for_any(clients: list[TGIClient], timeout: float) -> list[TGIClient]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        up = await _answering(clients)
+        if up:
+            return up
+        log.info("waiting for TGI at %s", ", ".join(c.base_url for c in clients))
+        await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    return []
