@@ -58,6 +58,7 @@ class Settings:
     startup_timeout: float = 600.0
     remote_model_save_folder: str = DEFAULT_SAVE_FOLDER
     no_launch: bool = False
+    emulator: bool = False
     revision: str | None = None
     tgi_image: str | None = None
     gpus: str = "all"
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="OpenAI-compatible API for Functionary models on text-generation-inference.",
     )
     _flag(p, "model", required=True, help="hub id or local directory with tokenizer files")
-    _flag(p, "endpoint", action="append", dest="endpoint", default=None,
+    _flag(p, "endpoint", action="append", default=None,
           help="TGI base URL; repeat for a cluster (default http://127.0.0.1:8080)")
     _flag(p, "host", default="127.0.0.1")
     _flag(p, "port", type=int, default=8000)
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "remote_model_save_folder", default=DEFAULT_SAVE_FOLDER,
           help="where hub weights are downloaded when a container is launched")
     _flag(p, "no_launch", action="store_true", help="never start a TGI container")
+    _flag(p, "emulator", action="store_true",
+          help="start the bundled TGI emulator (canned answers, no GPU) on the first endpoint's port")
     _flag(p, "revision", default=None, help="hub revision of the model")
     _flag(p, "tgi_image", default=None, help="TGI image to launch")
     _flag(p, "gpus", default="all", help="all | none | N | comma-separated device ids")
@@ -141,6 +144,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         startup_timeout=args.startup_timeout,
         remote_model_save_folder=args.remote_model_save_folder,
         no_launch=args.no_launch,
+        emulator=args.emulator,
         revision=args.revision,
         tgi_image=args.tgi_image,
         gpus=args.gpus,

@@ -214,7 +214,12 @@ def _reorder_tool_results(messages: list[dict]) -> list[dict]:
                     "carry the 'tool_call_id' of a call in the preceding assistant message.",
                     param=f"messages[{i}].tool_call_id",
                 )
-            out.append(by_id[call["id"]])
+            result = by_id[call["id"]]
+            if result["name"] is None:
+                # OpenAI clients do not name tool results; formats that show the tool's name
+                # (v2: <|from|>NAME) take it from the call the result answers.
+                result = {**result, "name": call["function"]["name"]}
+            out.append(result)
         i += len(calls)
     return out
 

@@ -85,8 +85,13 @@ def _py(value: Any) -> str:
     return str(value)
 
 
-def _convert(type_name: str) -> str:
-    return "number" if type_name in ("integer", "float") else type_name
+def _convert(type_name: Any) -> Any:
+    return "number" if isinstance(type_name, str) and type_name in ("integer", "float") else type_name
+
+
+def _each(value: Any) -> Any:
+    """What upstream's ``for x in value`` walked: a list's items, a string's characters."""
+    return value if isinstance(value, (list, str, dict)) else [value]
 
 
 def _type_of(param: dict) -> str:
@@ -95,8 +100,8 @@ def _type_of(param: dict) -> str:
         joined = " | ".join(_py(t) for t in raw) if isinstance(raw, list) else raw
         return _convert(joined) if isinstance(joined, str) else _py(joined)
     if isinstance(param.get("oneOf"), list):
-        kinds = [_convert(item["type"]) for item in param["oneOf"] if isinstance(item, dict) and "type" in item]
-        return " | ".join(_py(k) for k in dict.fromkeys(kinds))
+        kinds = [_py(_convert(item["type"])) for item in param["oneOf"] if isinstance(item, dict) and "type" in item]
+        return " | ".join(dict.fromkeys(kinds))
     return "any"
 
 
@@ -133,16 +138,14 @@ def _comment(param: dict) -> str | None:
 
 def _examples(name: str, examples: Any) -> list[str]:
     lines = [f"// Example {name}:"]
-    for example in examples if isinstance(examples, list) else [examples]:
+    for example in _each(examples):
         text = json.dumps(example) if isinstance(example, (dict, list)) else _py(example)
         lines.append(f"// {text}")
     return lines
 
 
 def _enum(options: Any) -> str:
-    if not isinstance(options, list):
-        options = [options]
-    return " | ".join(f'"{v}"' if isinstance(v, str) else _py(v) for v in options)
+    return " | ".join(f'"{v}"' if isinstance(v, str) else _py(v) for v in _each(options))
 
 
 def _as_dict(value: Any) -> dict:

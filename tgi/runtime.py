@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from functionary.detect import detect_template
 from functionary.errors import GatewayError
@@ -41,11 +43,12 @@ class Runtime:
     model_names: frozenset[str]
     template_version: str
     started: int
+    backend: str = "tgi"
 
     async def health(self) -> dict:
         states = await self.pool.health()
         return {
-            "gateway": {"healthy": True, "template": self.template_version},
+            "gateway": {"healthy": True, "template": self.template_version, "backend": self.backend},
             "tgi": {"healthy": any(s["healthy"] for s in states), "endpoints": states},
         }
 
@@ -114,15 +117,18 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
         template = get_template(version)
         log.info("prompt template %s for %s", version, settings.model)
 
+        if settings.emulator:
+            await stack.enter_async_context(run_emulator(settings.endpoints[0], model_id=settings.model))
         clients = [await stack.enter_async_context(TGIClient(url)) for url in settings.endpoints]
         up = await _answering(clients)
-        if not up and not settings.no_launch:
-            from tgi.launch import launch_for_settings
+        if not up and not settings.no_launch and not settings.emulator:
+            from tgi.launcher import launch_for_settings
 
-            await stack.enter_async_context(launch_for_settings(settings, model_dir=model_dir))
+            await stack.enter_async_context(launch_for_settings(settings))
             up = await _answering(clients)
         if not up:
-            up = await _wait_for_any(clients, settings.startup_timeout if settings.no_launch else 5.0)
+            patient = settings.no_launch or settings.emulator
+            up = await _wait_for_any(clients, settings.startup_timeout if patient else 5.0)
         if not up:
             raise StartupError(
                 "no TGI endpoint answers: " + ", ".join(settings.endpoints)
@@ -147,8 +153,34 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
         names = {settings.model_name, settings.model}
         yield Runtime(
             chat=chat, pool=pool, limits=limits, model_names=frozenset(names), template_version=version,
-            started=int(time.time()),
+            started=int(time.time()), backend="tgi-emulator (canned answers, not a model)" if settings.emulator else "tgi",
         )
+
+
+@asynccontextmanager
+async def run_emulator(endpoint: str, *, model_id: str) -> AsyncIterator[None]:
+    """The bundled TGI emulator as a child process on the endpoint's port (``--emulator``)."""
+    url = urlsplit(endpoint)
+    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise StartupError(f"--emulator runs on this machine only; {endpoint} is not a loopback address")
+    cmd = [
+        sys.executable, "-m", "tgi.emulator", "--model-id", model_id, "--hostname", url.hostname,
+        "--port", str(url.port or 80), "--demo",
+    ]
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(Path(__file__).resolve().parents[1]))
+    log.warning("=" * 72)
+    log.warning("EMULATOR MODE: answers come from the bundled TGI emulator, not from a model")
+    log.warning("=" * 72)
+    try:
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 async def _wait_for_any(clients: list[TGIClient], timeout: float) -> list[TGIClient]:

@@ -20,7 +20,8 @@ Errors::
     GatewayError (functionary/errors.py)
     └── WeightsError                 weights cannot be made available
         ├── WeightsAuthError         token missing, rejected or without access (gated repo)
-        └── WeightsNotFoundError     no such local dir, repo, revision, or no safetensors in it
+        ├── WeightsNotFoundError     no such local dir, repo, revision, or no safetensors in it
+        └── WeightsInterruptedError  SIGINT/SIGTERM during the download (also under uvicorn start-up)
 
 Messages never contain the token.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +47,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 from functionary.errors import GatewayError
+from tgi.launcher import cancel_on_signals
 
 # What TGI reads from a model directory.
 WEIGHT_FILES: tuple[str, ...] = (
@@ -101,6 +104,10 @@ class WeightsAuthError(WeightsError):
 
 class WeightsNotFoundError(WeightsError):
     """No such local directory, repo or revision, or the repo has no safetensors weights."""
+
+
+class WeightsInterruptedError(WeightsError):
+    """SIGINT or SIGTERM arrived during the download."""
 
 
 def local_dir_for(model: str, *, revision: str | None, cache_dir: Path) -> Path:
@@ -180,13 +187,21 @@ async def _snapshot(
 
     work = asyncio.ensure_future(asyncio.to_thread(download))
     try:
-        return Path(await asyncio.shield(work))
-    except asyncio.CancelledError:
-        # The thread cannot be killed: make its progress callbacks raise so it stops at the next chunk
-        # (and cleans up its partial files) instead of finishing every download in flight.
-        cancelled.set()
-        await asyncio.wait([work])
-        raise
+        with cancel_on_signals() as received:
+            try:
+                return Path(await asyncio.shield(work))
+            except asyncio.CancelledError:
+                # The thread cannot be killed: make its progress callbacks raise so it stops at the next
+                # chunk (and removes its partial file) instead of finishing every download in flight.
+                cancelled.set()
+                await asyncio.wait([work])
+                task = asyncio.current_task()
+                if received and task is not None and task.uncancel() == 0:  # only a signal cancelled us
+                    raise WeightsInterruptedError(
+                        f"{signal.Signals(received[0]).name} while downloading {model}: the files already "
+                        "complete are kept, the next start fetches the rest"
+                    ) from None
+                raise
     except GatedRepoError as exc:
         raise WeightsAuthError(
             _scrub(f"{model} is a gated repo: accept its conditions on its Hub page, then set HF_TOKEN to a "

@@ -1,8 +1,15 @@
-"""Prompt template cogito (placeholder: being written)."""
+"""Prompt template cogito: qwen2.5-text-only with the "deep thinking" system line."""
 
-from functionary.templates.base import PromptTemplate
+from __future__ import annotations
+
+from functionary.templates.qwen25_text_only import Qwen25TextOnlyTemplate
 
 
-class CogitoTemplate(PromptTemplate):
+class CogitoTemplate(Qwen25TextOnlyTemplate):
     version = "cogito"
-    stop_tokens = ()
+
+    def _system_text(self, system: str | None, *, tools: bool) -> str:
+        if system is None:
+            return "Enable deep thinking subroutine."
+        # Without tools the trained template drops the period (kept: it is what the model saw).
+        return ("Enable deep thinking subroutine.\n\n" if tools else "Enable deep thinking subroutine\n\n") + system

@@ -1,8 +1,39 @@
-"""Prompt template r1_distilled_qwen (placeholder: being written)."""
+"""Prompt template r1_distilled_qwen: DeepSeek-R1 turn tokens with the Qwen-style tool list and
+``<tool_call>`` calls (parser in ``_qwen_calls``)."""
 
-from functionary.templates.base import PromptTemplate
+from __future__ import annotations
+
+from functionary.templates._qwen_prompt import QwenFamilyTemplate, content, history_calls, is_tool_result, tools_block
+from functionary.templates.base import PreparedRequest
+
+EOS = "<｜end▁of▁sentence｜>"
 
 
-class R1DistilledQwenTemplate(PromptTemplate):
+class R1DistilledQwenTemplate(QwenFamilyTemplate):
     version = "r1_distilled_qwen"
-    stop_tokens = ()
+    stop_tokens = (EOS,)
+    eos_tokens = (EOS,)
+    special_tokens = (
+        "<｜begin▁of▁sentence｜>", EOS, "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>",
+        "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>",
+    )
+    generation_prompt = "<｜Assistant｜>"
+
+    def _header(self, prepared: PreparedRequest) -> str:
+        return "<｜System｜>" + tools_block(prepared) + "\n" if prepared.tools else ""
+
+    def _turn(self, message: dict, *, first: bool, prev: dict | None, next: dict | None) -> str:
+        role = message["role"]
+        text = content(message)
+        if role == "user":
+            return "<｜User｜>" + text
+        if role == "system":
+            # The trained template's indentation leaks into the prompt before a system turn.
+            return "\n        <｜System｜>" + text + "\n"
+        if role == "assistant":
+            calls = "\n".join(f"<tool_call>\n{call}\n</tool_call>" for call in history_calls(message))
+            return "<｜Assistant｜>" + text + calls + EOS
+        if is_tool_result(message):
+            start = "" if is_tool_result(prev) else "<｜User｜>"
+            return f"{start}\n<tool_response>\n{text}\n</tool_response>"
+        return ""

@@ -1,8 +1,198 @@
-"""Prompt template v2.llama3 (placeholder: being written)."""
+"""Prompt template v2.llama3 (functionary v2.5 on Llama 3): llama3 headers, calls introduced by
+``<|reserved_special_token_249|>{name}\\n{arguments}``.
 
-from functionary.templates.base import PromptTemplate
+Prompts are the ones upstream served these models with (f44585c, before its jinja refactor):
+
+    <|start_header_id|>system<|end_header_id|>\\n\\n{functions namespace}<|eot_id|>
+    <|start_header_id|>system<|end_header_id|>\\n\\n{default or code-interpreter text}<|eot_id|>
+    <|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>           (system, user)
+    <|start_header_id|>tool<|end_header_id|>\\n\\nname={name}\\n{content}<|eot_id|>
+    <|start_header_id|>assistant<|end_header_id|>\\n\\n{text}{SEP}{name}\\n{args}...<|eot_id|>
+    <|start_header_id|>assistant<|end_header_id|>\\n\\n                         (generation prompt)
+
+A history with a legacy ``function`` message is rendered as upstream a8b0de1 did (f44585c crashed
+on it): ``function`` is a header like any other, an assistant turn always gets its ``<|eot_id|>``.
+
+The model's output: optional text, then calls ``{SEP}{name}\\n{arguments}``; text only before the
+first call.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from functionary.templates.base import (
+    ArgumentsDelta,
+    Event,
+    PreparedRequest,
+    PromptTemplate,
+    StreamParser,
+    TextDelta,
+    ToolCallStart,
+    ToolChoice,
+)
+from functionary.templates.v2 import (
+    StripSegment,
+    find_first,
+    partial_marker_len,
+    require_tool_names,
+    rescan_from,
+)
+from functionary.typescript_v2 import preamble_texts
+
+SEP = "<|reserved_special_token_249|>"
+EOT = "<|eot_id|>"
+
+
+def _header(role: object) -> str:
+    return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
 
 
 class V2Llama3Template(PromptTemplate):
     version = "v2.llama3"
-    stop_tokens = ()
+    stop_tokens = (EOT, "<|end_of_text|>")
+    eos_tokens = (EOT, "<|end_of_text|>")
+    special_tokens = (
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        EOT,
+        SEP,
+    )
+
+    def check(self, prepared: PreparedRequest) -> None:
+        require_tool_names(prepared, self.version)
+
+    def render(self, prepared: PreparedRequest) -> str:
+        schema, system = preamble_texts(prepared.tools)
+        legacy = any(m["role"] == "function" for m in prepared.messages)
+        render_one = _legacy_message if legacy else _message
+        parts = [f"{_header('system')}{schema}{EOT}", f"{_header('system')}{system}{EOT}"]
+        parts.extend(render_one(m) for m in prepared.messages)
+        parts.append(_header("assistant"))
+        choice = prepared.choice
+        if choice.kind == "required":
+            parts.append(SEP)
+        elif choice.kind == "named":
+            parts.append(f"{SEP}{choice.name}\n")
+        return "".join(parts)
+
+    def make_parser(self, prepared: PreparedRequest) -> StreamParser:
+        return V2Llama3Parser(prepared.choice)
+
+
+def _calls_text(message: dict) -> str:
+    return "".join(f"{SEP}{c['function']['name']}\n{c['function']['arguments']}" for c in message["tool_calls"] or [])
+
+
+def _message(message: dict) -> str:
+    role, content = message["role"], message["content"]
+    if role in ("system", "user"):
+        return f"{_header(role)}{content}{EOT}"
+    if role == "tool":
+        return f"{_header(role)}name={message['name']}\n{content}{EOT}"
+    calls = _calls_text(message)
+    if content is None and not calls:  # nothing to say: a bare header, as upstream rendered it
+        return _header(role)
+    return f"{_header(role)}{'' if content is None else content}{calls}{EOT}"
+
+
+def _legacy_message(message: dict) -> str:
+    role, content = message["role"], message["content"]
+    if role in ("system", "user", "tool"):
+        return _message(message)
+    return f"{_header(role)}{content or ''}{_calls_text(message)}{EOT}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class _Stage(enum.Enum):
+    TEXT = "text"  # text before the first call
+    NAME = "name"  # after SEP: a function name up to "\n"
+    ARGS = "args"  # arguments up to the next SEP
+
+
+_SEPS = (SEP,)
+_NAME_ENDS = ("\n", SEP)
+
+
+class V2Llama3Parser(StreamParser):
+    """Text (stripped) up to the first separator; then each ``{SEP}{name}\\n{arguments}`` is a call,
+    name and arguments stripped. A name that never reaches its newline (output cut short) is a
+    call with empty arguments; a separator with no name is ignored."""
+
+    __slots__ = ("_stage", "_buf", "_scan", "_name_started", "_segment", "_out")
+
+    def __init__(self, choice: ToolChoice) -> None:
+        self._buf = ""
+        self._scan = 0
+        self._name_started = False
+        self._out: list[Event] = []
+        self._segment = StripSegment()
+        self._stage = _Stage.TEXT
+        if choice.kind == "required":
+            self._stage = _Stage.NAME
+        elif choice.kind == "named":
+            self._out.append(ToolCallStart(choice.name or ""))
+            self._stage = _Stage.ARGS
+
+    def feed(self, text: str) -> list[Event]:
+        self._buf += text
+        self._run(final=False)
+        out, self._out = self._out, []
+        return out
+
+    def finish(self) -> list[Event]:
+        self._run(final=True)
+        out, self._out = self._out, []
+        return out
+
+    def _run(self, *, final: bool) -> None:
+        while True:
+            if self._stage is _Stage.NAME:
+                if not self._name_started:
+                    self._buf = self._buf.lstrip()
+                    if not self._buf:
+                        return
+                    self._name_started = True
+                i, marker = find_first(self._buf, _NAME_ENDS, self._scan)
+                if i < 0:
+                    if final:  # cut short: drop a separator's beginning, keep the name
+                        cut = len(self._buf) - partial_marker_len(self._buf, _SEPS)
+                        self._start_call(self._buf[:cut], then=_Stage.NAME)
+                        self._buf = ""
+                        return
+                    self._scan = rescan_from(self._buf, _NAME_ENDS)
+                    return
+                name, self._buf = self._buf[:i], self._buf[i + len(marker):]
+                self._scan, self._name_started = 0, False
+                self._start_call(name, then=_Stage.ARGS if marker == "\n" else _Stage.NAME)
+                continue
+            i, _ = find_first(self._buf, _SEPS)
+            if i < 0:
+                keep = 0 if final else partial_marker_len(self._buf, _SEPS)
+                self._emit(self._buf[: len(self._buf) - keep])
+                self._buf = self._buf[len(self._buf) - keep:]
+                return
+            self._emit(self._buf[:i])
+            self._buf = self._buf[i + len(SEP):]
+            self._stage, self._scan, self._name_started = _Stage.NAME, 0, False
+
+    def _start_call(self, name: str, *, then: _Stage) -> None:
+        name = name.strip()
+        if name:
+            self._out.append(ToolCallStart(name))
+            if then is _Stage.ARGS:
+                self._segment = StripSegment()
+                self._stage = _Stage.ARGS
+                return
+        self._stage = _Stage.NAME
+
+    def _emit(self, raw: str) -> None:
+        if not raw:
+            return
+        chunk = self._segment.push(raw)
+        if chunk:
+            self._out.append(TextDelta(chunk) if self._stage is _Stage.TEXT else ArgumentsDelta(chunk))

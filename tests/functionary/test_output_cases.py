@@ -13,7 +13,7 @@ from functionary.templates import get_template
 from tests.functionary.cases import deviations, output_cases, raw_text, token_texts
 from tests.functionary.harness import assemble, check_delta_rules, comparable, full_message, stream_deltas
 
-CASES = [c for c in output_cases() if c.get("tokens") is not None]
+CASES = [c for c in output_cases() if c.get("error_stage") != "request"]
 
 
 def expected_for(case: dict) -> tuple[dict | None, str | None]:
@@ -54,7 +54,7 @@ def test_stream_matches_full(case: dict, chunking: str) -> None:
     assert assemble(deltas) == full
 
 
-REQUEST_ERRORS = [c for c in output_cases() if c.get("tokens") is None]
+REQUEST_ERRORS = [c for c in output_cases() if c.get("error_stage") == "request"]
 
 
 @pytest.mark.parametrize("case", REQUEST_ERRORS, ids=lambda c: c["id"])
