@@ -47,7 +47,11 @@ SKIPPED_PACKAGES = frozenset(
     {"dpkg", "perl", "perl-base", "debconf", "install-info", "tar", "mailcap", "mime-support"}
 )
 
-_ENTRYPOINT = '#!/bin/sh\n# Same chain as TGI\'s image: the entrypoint execs the launcher with all arguments.\nexec text-generation-launcher "$@"\n'
+_ENTRYPOINT = (
+    "#!/bin/sh\n"
+    "# Same chain as TGI's image: the entrypoint execs the launcher with all arguments.\n"
+    'exec text-generation-launcher "$@"\n'
+)
 _LAUNCHER = '#!/bin/sh\nexec python3 /opt/tgi-emulator/emulator.py "$@"\n'
 # STOPSIGNAL SIGINT: the emulator runs as PID 1, where an unhandled SIGTERM is ignored; real TGI
 # handles SIGTERM itself, so `docker stop` must be just as prompt here.
@@ -181,6 +185,9 @@ def resolve_packages(roots: Iterable[str], *, skip: frozenset[str] = frozenset()
 
 def _dependency_graph(roots: list[str]) -> dict[str, list[list[str]]]:
     """Parse ``apt-cache depends --recurse``: package → its dependency groups (each a list of alternatives)."""
+    if shutil.which("apt-cache") is None:
+        raise ImageBuildError("apt-cache not found: the emulator image is built from Debian packages (apt)")
+    # Exit status 100 only means that some root is unknown: the caller checks the roots itself.
     out = subprocess.run(
         ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
          "--no-breaks", "--no-replaces", "--no-enhances", *roots],
@@ -242,7 +249,10 @@ def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _run(cmd: list[str], *, cwd: Path | None = None) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ImageBuildError(f"{cmd[0]} not found: the emulator image is built from Debian packages (apt)") from None
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise ImageBuildError(f"{' '.join(cmd[:3])} ... failed with exit code {proc.returncode}:\n{tail}")

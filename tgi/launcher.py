@@ -149,6 +149,16 @@ def cancel_on_signals(task: asyncio.Task | None = None) -> Iterator[list[int]]:
             signal.signal(signum, before)  # type: ignore[arg-type]
 
 
+def only_signals_cancelled(received: list[int]) -> bool:
+    """Inside ``except CancelledError`` under ``cancel_on_signals``: True (and the cancellation is consumed)
+    when a signal was the only reason, so the caller may raise its own error instead."""
+    task = asyncio.current_task()
+    if not received or task is None:
+        return False
+    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+    return uncancel() == 0 if uncancel is not None else True
+
+
 def parse_gpus(value: str | int | None) -> list[DeviceRequest] | None:
     """``--gpus`` like docker's: ``all``, a count ``N``, device ids ``0,1`` / ``device=0,1`` / ``GPU-<uuid>``,
     or ``none``. Returns the device requests, or None for no GPU."""
@@ -223,14 +233,16 @@ class LaunchSpec:
     @property
     def container_model_path(self) -> str:
         """Where the weights appear in the container: ``/models/<org>/<name>`` or ``/models/<dir name>``."""
-        is_path = self.model.startswith(("/", ".", "~")) or Path(self.model).expanduser().is_dir()
-        name = self.model_dir.name if is_path else self.model
-        parts = [_slug(p, 96) for p in name.split("/") if p not in ("", ".", "..")]
+        parts = [_slug(p, 96) for p in self._model_name().split("/") if p not in ("", ".", "..")]
         return str(MODELS_MOUNT.joinpath(*(parts or ["model"])))
 
     def container_name(self) -> str:
-        name = self.model_dir.name if self.model.startswith(("/", ".", "~")) else self.model
-        return f"functionary-tgi-{_slug(name)}-{self.host_port}"
+        return f"functionary-tgi-{_slug(self._model_name())}-{self.host_port}"
+
+    def _model_name(self) -> str:
+        """The Hub id, or the directory's name for a local model."""
+        is_path = self.model.startswith(("/", ".", "~")) or Path(self.model).expanduser().is_dir()
+        return self.model_dir.name if is_path else self.model
 
     def docker_args(self) -> list[str]:
         """The launcher arguments. No ``--revision``: with a local path it makes TGI call the Hub."""
@@ -315,8 +327,7 @@ class TGIHandle:
                 try:
                     await self._poll(deadline, timeout)
                 except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if received and task is not None and task.uncancel() == 0:  # only our handler cancelled
+                    if only_signals_cancelled(received):
                         name = signal.Signals(received[0]).name
                         raise LaunchInterruptedError(
                             f"{name} while waiting for TGI in container {self.container_name}; {self._fate()}"
@@ -327,7 +338,7 @@ class TGIHandle:
 
     async def _poll(self, deadline: float, timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(trust_env=False) as http:  # never through a proxy: it is local
             while True:
                 if await _healthy(http, self.endpoint, timeout=min(2.0, max(deadline - loop.time(), 0.1))):
                     self._log(f"[tgi] {self.container_name} is healthy at {self.endpoint}")
@@ -561,9 +572,8 @@ def _pull(client: docker.DockerClient, image: str, log: Log) -> None:
             now = time.monotonic()
             if now - last >= 2.0:
                 last = now
-                current = sum(c for c, _ in layers.values()) / 1e9
-                total = sum(t for _, t in layers.values()) / 1e9
-                log(f"[pull] {image}: {current:.2f}/{total:.2f} GB, {len(done)} layers done")
+                current, total = (_size(sum(pair[i] for pair in layers.values())) for i in (0, 1))
+                log(f"[pull] {image}: {current} of {total}, {len(done)} layers done")
     except docker.errors.APIError as exc:
         reason = getattr(exc, "explanation", None) or str(exc)
         raise ImagePullError(
@@ -572,6 +582,10 @@ def _pull(client: docker.DockerClient, image: str, log: Log) -> None:
             "pass its name as --tgi-image"
         ) from None
     log(f"[pull] {image}: done")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
 
 
 def _create(client: docker.DockerClient, spec: LaunchSpec):

@@ -47,7 +47,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 from functionary.errors import GatewayError
-from tgi.launcher import cancel_on_signals
+from tgi.launcher import cancel_on_signals, only_signals_cancelled
 
 # What TGI reads from a model directory.
 WEIGHT_FILES: tuple[str, ...] = (
@@ -195,8 +195,7 @@ async def _snapshot(
                 # chunk (and removes its partial file) instead of finishing every download in flight.
                 cancelled.set()
                 await asyncio.wait([work])
-                task = asyncio.current_task()
-                if received and task is not None and task.uncancel() == 0:  # only a signal cancelled us
+                if only_signals_cancelled(received):
                     raise WeightsInterruptedError(
                         f"{signal.Signals(received[0]).name} while downloading {model}: the files already "
                         "complete are kept, the next start fetches the rest"
@@ -211,7 +210,9 @@ async def _snapshot(
     except RevisionNotFoundError:
         raise WeightsNotFoundError(f"{model} has no revision {revision!r} on the Hub", param="revision") from None
     except RepositoryNotFoundError as exc:
-        hint = "check the id, and that HF_TOKEN has access" if token or _env_token() else "set HF_TOKEN if it is private or gated"
+        hint = "check the id, and that HF_TOKEN has access"
+        if not (token or _env_token()):
+            hint = "check the id; set HF_TOKEN if it is private or gated"
         raise WeightsNotFoundError(
             _scrub(f"{model} was not found on the Hub ({_status(exc)}): {hint}", token), param="model"
         ) from None

@@ -17,9 +17,8 @@ class Qwen25TextOnlyTemplate(QwenFamilyTemplate):
     def _header(self, prepared: PreparedRequest) -> str:
         messages = prepared.messages
         system = content(messages[0]) if messages and messages[0]["role"] == "system" else None
-        return "<|im_start|>system\n" + self._system_text(system, tools=bool(prepared.tools)) + (
-            tools_block(prepared) if prepared.tools else ""
-        ) + "<|im_end|>\n"
+        tools = tools_block(prepared) if prepared.tools else ""
+        return "<|im_start|>system\n" + self._system_text(system, tools=bool(tools)) + tools + "<|im_end|>\n"
 
     def _system_text(self, system: str | None, *, tools: bool) -> str:
         """The system turn's text before the tool list (a leading system message replaces the

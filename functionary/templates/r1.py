@@ -69,7 +69,7 @@ class R1Template(PromptTemplate):
                 if message["tool_calls"]:
                     is_tool, output_first = True, True
                     parts.append(CALLS_BEGIN)
-                    parts.extend(_call_text(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"])
+                    parts.extend(_call_text(c["function"]) for c in message["tool_calls"])
                     parts.append(CALLS_END + EOS)
                 elif text:
                     parts.append(EOS)
@@ -126,9 +126,10 @@ class R1Template(PromptTemplate):
         return parser
 
 
-def _call_text(name: str, arguments: str | None) -> str:
+def _call_text(function: dict) -> str:
+    name = function["name"]
     fence = "python" if name == "python" else "json"
-    return f"{CALL_BEGIN}function{SEP}{name}\n```{fence}\n{arguments or ''}\n```{CALL_END}"
+    return f"{CALL_BEGIN}function{SEP}{name}\n```{fence}\n{function['arguments'] or ''}\n```{CALL_END}"
 
 
 # ---------------------------------------------------------------------------------------------

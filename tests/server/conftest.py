@@ -17,7 +17,15 @@ from functionary.templates import get_template
 from tests.model_fixture import make_model_dir
 from tests.server.gateway_proc import GatewayHandle, start_gateway
 
-pytest_plugins = ["tests.tgi.conftest"]
+from tests.tgi.emulator_proc import emulator_fixture, start_emulator_fixture  # noqa: F401  (fixtures)
+from tests.tgi.emulator_proc import start_emulator as _start_emulator
+
+
+@pytest.fixture(scope="session")
+def shared_emulator():
+    # the tiny test tokenizer makes many tokens of a long tools prompt: give it room
+    with _start_emulator(max_total_tokens=65536, max_input_tokens=60000) as handle:
+        yield handle
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,8 @@ def free_port() -> int:
 def remove_test_containers(client: docker.DockerClient, *, run_id: str | None = RUN_ID, older_than: float = 0) -> None:
     label = f"{TEST_LABEL}={run_id}" if run_id else TEST_LABEL
     for container in client.containers.list(all=True, filters={"label": label}):
+        if container.labels.get(TEST_LABEL) == "1":
+            continue  # the label inherited from the test image: not created by a test run
         created = datetime.fromisoformat(container.attrs["Created"][:26].rstrip("Z")).replace(tzinfo=timezone.utc)
         if time.time() - created.timestamp() < older_than:
             continue

@@ -1,5 +1,11 @@
 """Start the TGI emulator (``tgi/emulator.py``) as a real process on 127.0.0.1, for any test package.
 
+Fixtures (``shared_emulator``, ``emulator``, ``start_emulator``): import them into a conftest with
+
+    from tests.tgi.emulator_proc import emulator_fixture, shared_emulator_fixture, start_emulator_fixture  # noqa
+
+(``pytest_plugins`` only works in the root conftest). Helpers, usable anywhere:
+
     from tests.tgi.emulator_proc import start_emulator
 
     with start_emulator(token_delay=0.01, max_total_tokens=512) as tgi:
@@ -27,12 +33,23 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 EMULATOR = Path(__file__).resolve().parents[2] / "tgi" / "emulator.py"
 
-__all__ = ["EMULATOR", "EmulatorHandle", "emulator_args", "free_port", "start_emulator"]
+__all__ = [
+    "EMULATOR",
+    "EmulatorHandle",
+    "emulator_args",
+    "emulator_fixture",
+    "free_port",
+    "shared_emulator_fixture",
+    "start_emulator",
+    "start_emulator_fixture",
+]
 
 
 def free_port() -> int:
@@ -153,3 +170,35 @@ def start_emulator(*, wait: bool = True, extra_args: list[str] | tuple[str, ...]
         handle.stop()
         with contextlib.suppress(OSError):
             handle.log_path.unlink()
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+# Function names differ from the fixture names so that importing them does not shadow start_emulator().
+
+
+@pytest.fixture(scope="session", name="shared_emulator")
+def shared_emulator_fixture() -> Iterator[EmulatorHandle]:
+    """One emulator for the session (``--max-total-tokens 4096 --max-input-tokens 3000``)."""
+    with start_emulator(max_total_tokens=4096, max_input_tokens=3000) as handle:
+        yield handle
+
+
+@pytest.fixture(name="emulator")
+def emulator_fixture(shared_emulator: EmulatorHandle) -> EmulatorHandle:
+    """The shared emulator, reset (empty script and log, zero counters, CLI faults) before the test."""
+    if shared_emulator.process.poll() is not None:
+        pytest.fail(f"the shared emulator died:\n{shared_emulator.logs()[-3000:]}")
+    shared_emulator.wait_state(lambda s: s["in_flight"] == 0)  # let an earlier test's stream wind down
+    shared_emulator.reset()
+    return shared_emulator
+
+
+@pytest.fixture(name="start_emulator")
+def start_emulator_fixture() -> Iterator[Callable[..., EmulatorHandle]]:
+    """``start_emulator(**switches)`` -> a dedicated emulator process, stopped after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**switches: object) -> EmulatorHandle:
+            return stack.enter_context(start_emulator(**switches))
+
+        yield start

@@ -258,3 +258,11 @@ async def test_hub_model_is_downloaded_mounted_and_served(
         assert not (save / "acme" / "tiny-functionary" / "pytorch_model.bin").exists()
         await gateway.stop()
     assert our_containers(docker_client) == []
+
+
+async def test_docker_unreachable_is_a_clear_error(functionary_dir, gateways):
+    gateway = gateways(launch_args("any-image", str(functionary_dir), free_port()),
+                       env={"DOCKER_HOST": "unix:///nonexistent/functionary-test/docker.sock"})
+    assert await gateway.exit_code(60) != 0
+    assert "DOCKER_HOST=unix:///nonexistent/functionary-test/docker.sock" in gateway.output
+    assert "--no-launch" in gateway.output and "--endpoint" in gateway.output

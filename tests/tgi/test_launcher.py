@@ -28,7 +28,6 @@ from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
     containers_of_this_run,
     docker_client,
     emulator_image,
-    free_port,
     make_spec,
     model_dir,
 )
@@ -71,7 +70,8 @@ def test_docker_args_are_a_list_mirroring_the_launcher_flags(tmp_path):
     assert "--revision" not in spec.docker_args()  # with a local path it would make TGI call the Hub
     assert spec.image == DEFAULT_TGI_IMAGE and DEFAULT_TGI_IMAGE.rsplit(":", 1)[1][0].isdigit()
     kwargs = spec.create_kwargs()
-    assert kwargs["volumes"] == {str(tmp_path.resolve()): {"bind": "/models/meetkai/functionary-small-v3.2", "mode": "ro"}}
+    mount = {"bind": "/models/meetkai/functionary-small-v3.2", "mode": "ro"}
+    assert kwargs["volumes"] == {str(tmp_path.resolve()): mount}
     assert kwargs["environment"] == {"HF_HUB_OFFLINE": "1"}
     assert kwargs["ports"] == {"80/tcp": ("127.0.0.1", 8080)}
 
@@ -144,7 +144,8 @@ async def test_launch_healthy_serves_through_container_and_leaves_nothing(
         (mount,) = attrs["Mounts"]
         assert mount["Source"] == str(model_dir) and mount["RW"] is False
         assert attrs["HostConfig"]["ShmSize"] == 256 * 1024 * 1024
-        assert attrs["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(spec.host_port)}]}
+        binding = {"HostIp": "127.0.0.1", "HostPort": str(spec.host_port)}
+        assert attrs["HostConfig"]["PortBindings"] == {"80/tcp": [binding]}
         assert not attrs["HostConfig"].get("DeviceRequests")
         assert await tgi.logs_tail(5)
     assert any(line.startswith("[tgi] ") for line in lines)
@@ -172,7 +173,9 @@ async def test_running_container_is_reused_stopped_one_recreated(emulator_image,
     assert containers_of_this_run(docker_client) == []
 
 
-async def test_other_settings_conflict_names_the_container_or_replace(emulator_image, model_dir, cleanup, docker_client):
+async def test_other_settings_conflict_names_the_container_or_replace(
+    emulator_image, model_dir, cleanup, docker_client
+):
     spec = make_spec(emulator_image, model_dir, keep_container=True)
     async with launch_tgi(spec, startup_timeout=60, log=lambda _: None):
         pass
@@ -373,5 +376,5 @@ async def test_absent_image_is_pulled_with_progress(emulator_image, model_dir, c
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_client.images.remove(image)
     pulls = [line for line in lines if line.startswith("[pull]")]
-    assert any("GB" in line and "layers" in line for line in pulls) and pulls[-1].endswith("done")
+    assert any(" MB of " in line and "layers done" in line for line in pulls) and pulls[-1].endswith("done")
     assert any("/blobs/" in r for r in registry.requests)
