@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -203,11 +203,15 @@ async def test_signal_while_loading_removes_the_container(
 
 
 async def test_port_taken(emulator_image, functionary_dir, cleanup, docker_client, gateways):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        gateway = gateways(launch_args(emulator_image, str(functionary_dir), holder.getsockname()[1]))
+    # Some other web server holds the endpoint's port: its /health is no TGI's, so the gateway tries to launch.
+    holder = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=holder.serve_forever, daemon=True).start()
+    try:
+        gateway = gateways(launch_args(emulator_image, str(functionary_dir), holder.server_address[1]))
         assert await gateway.exit_code(60) != 0
+    finally:
+        holder.shutdown()
+        holder.server_close()
     assert "already in use" in gateway.output
     assert our_containers(docker_client) == []
 
