@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import importlib
 import json
 import logging
 import os
@@ -70,6 +71,7 @@ class Settings:
     replace: bool = False
     launcher_args: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
+    request_timeout: float | None = 600.0
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
     extra: dict = field(default_factory=dict)
@@ -121,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "launcher_arg", action="append", default=None,
           help="extra text-generation-launcher argument, passed through (repeatable)")
     _flag(p, "max_body_bytes", type=int, default=8 * 1024 * 1024)
+    _flag(p, "request_timeout", type=float, default=600.0,
+          help="seconds a chat request may take in all; then it ends with an OpenAI error (0 = no limit)")
     _flag(p, "cors_origin", action="append", default=None)
     _flag(p, "log_level", default="info")
     return p
@@ -156,6 +160,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         replace=args.replace,
         launcher_args=tuple(args.launcher_arg or ()),
         max_body_bytes=args.max_body_bytes,
+        request_timeout=args.request_timeout or None,
         cors_origins=tuple(args.cors_origin or ()),
         log_level=args.log_level,
     )
@@ -305,8 +310,25 @@ async def _read_request(request: Request, settings: Settings) -> ChatCompletionR
     return req
 
 
+def _document_chat_body(app: FastAPI) -> dict:
+    """The chat route reads its raw body itself (for exact 400s), so FastAPI cannot see its schema: publish
+    ChatCompletionRequest's JSON schema in the OpenAPI document by hand (clients and schemathesis use it)."""
+    schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = {"ChatCompletionRequest": schema, **schema.pop("$defs", {})}
+    base = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            base().setdefault("components", {}).setdefault("schemas", {}).update(defs)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    ref = {"$ref": "#/components/schemas/ChatCompletionRequest"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
 def _install_routes(app: FastAPI, settings: Settings) -> None:
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_document_chat_body(app))
     async def chat_completions(request: Request):
         _check_auth(request, settings.api_keys)
         req = await _read_request(request, settings)
@@ -353,6 +375,26 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+class _StartupFailure(logging.Filter):
+    """A start-up that fails for a known reason (no TGI, Docker unreachable, ...) prints its message,
+    not a traceback through uvicorn and starlette (which hand it over as formatted text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.msg if isinstance(record.msg, str) else ""
+        if not text.startswith("Traceback"):
+            return True
+        last = text.rstrip().rsplit("\n", 1)[-1]
+        name, _, message = last.partition(": ")
+        module, _, cls = name.rpartition(".")
+        try:
+            error_type = getattr(importlib.import_module(module), cls) if module else None
+        except ImportError:
+            error_type = None
+        if isinstance(error_type, type) and issubclass(error_type, GatewayError):
+            record.msg, record.args = "start-up failed: %s", (message,)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(argv)
     logging.basicConfig(
@@ -360,13 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     import uvicorn
 
-    from functionary.errors import GatewayError as _GE
-
     try:
         app = create_app(settings)
-    except _GE as exc:
+    except GatewayError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    logging.getLogger("uvicorn.error").addFilter(_StartupFailure())
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
         lifespan="on", timeout_graceful_shutdown=10,

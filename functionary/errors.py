@@ -13,7 +13,8 @@ OpenAI-shaped body ``{"error": {"message", "type", "param", "code"}}`` with its 
         ├── UpstreamValidationError      400 invalid_request_error
         ├── UpstreamOverloadedError      429 rate_limit_error      code=overloaded
         ├── UpstreamUnavailableError     503 service_unavailable   (Retry-After)
-        └── UpstreamGenerationError      502 upstream_error        (generation failed, stream cut)
+        ├── UpstreamGenerationError      502 upstream_error        (generation failed, stream cut)
+        └── UpstreamTimeoutError         504 timeout_error         code=request_timeout (--request-timeout)
 
 ``functionary/`` raises only the request-side errors; ``tgi/errors.py`` defines the Upstream branch
 and the single function that maps TGI's ``error_type`` to it.

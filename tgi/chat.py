@@ -23,7 +23,7 @@ from functionary.openai_types import ChatCompletionRequest, Delta
 from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
 from functionary.templates.base import PreparedRequest, PromptTemplate
-from tgi.errors import UpstreamGenerationError
+from tgi.errors import UpstreamGenerationError, UpstreamTimeoutError
 from tgi.params import Limits, check_supported, generate_parameters, max_new_tokens, user_stops
 
 log = logging.getLogger("gateway.chat")
@@ -67,8 +67,10 @@ class ChatService:
         limits: Limits,
         model_name: str,
         count_tokens: Callable[[str], int],
+        request_timeout: float | None = None,
     ) -> None:
         self.template = template
+        self.request_timeout = request_timeout  # seconds for a whole request (None = no limit)
         self.pool = pool
         self.limits = limits
         self.model_name = model_name
@@ -148,7 +150,8 @@ class ChatService:
     # -- non-streaming ----------------------------------------------------------------------
 
     async def complete(self, plan: Plan) -> dict:
-        results = await asyncio.gather(*(self._collect(plan, i) for i in range(plan.n)))
+        gathered = asyncio.gather(*(self._collect(plan, i) for i in range(plan.n)))
+        results = await self._before(self._deadline(), gathered)
         choices = []
         prompt_tokens = plan.prompt_tokens
         completion_tokens = 0
@@ -204,12 +207,29 @@ class ChatService:
     async def stream(self, plan: Plan) -> AsyncIterator[bytes]:
         """SSE bytes. The first TGI event is awaited before the first byte is produced, so an error
         before generation starts surfaces as an exception (an HTTP error), not as a stream."""
+        deadline = self._deadline()
         sources = [self._choice(plan, i) for i in range(plan.n)]
         merged = _merge(sources) if plan.n > 1 else _tag(sources[0], 0)
-        first = await merged.__anext__()
-        return self._sse(plan, merged, first)
+        first = await self._before(deadline, merged.__anext__())
+        return self._sse(plan, merged, first, deadline)
 
-    async def _sse(self, plan: Plan, merged, first) -> AsyncIterator[bytes]:
+    def _deadline(self) -> float | None:
+        if self.request_timeout is None:
+            return None
+        return asyncio.get_running_loop().time() + self.request_timeout
+
+    async def _before(self, deadline: float | None, awaitable):
+        """``await awaitable`` within the request's deadline. The wait is cancelled in this task (never across a
+        ``yield``), so the TGI stream under it is closed and TGI stops generating."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await awaitable
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"the request took longer than {self.request_timeout:g} s (the gateway's --request-timeout)"
+            ) from None
+
+    async def _sse(self, plan: Plan, merged, first, deadline: float | None = None) -> AsyncIterator[bytes]:
         head = {"id": plan.request_id, "object": "chat.completion.chunk", "created": plan.created, "model": plan.model}
         prefix = _DUMPS(head)[:-1].encode() + b',"system_fingerprint":null,"choices":['
         prompt_tokens = plan.prompt_tokens
@@ -231,7 +251,7 @@ class ChatService:
                     if result.prompt_tokens is not None:
                         prompt_tokens = result.prompt_tokens
                     yield _chunk(prefix, index, {}, result.finish_reason, None)
-                item = await anext(merged, None)
+                item = await self._before(deadline, anext(merged, None))
             if plan.include_usage:
                 usage = _usage(prompt_tokens, completion_tokens)
                 yield b"data: " + prefix + b'],"usage":' + _DUMPS(usage).encode() + b"}\n\n"

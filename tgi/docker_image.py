@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
@@ -287,8 +288,10 @@ def _build_top(client: docker.DockerClient, base: str, emulator: Path, tag: str,
 
 
 def _remove_stale_tops(client: docker.DockerClient, *, keep: str, log: Log) -> None:
+    """Drop emulator images older than a day: younger ones may belong to another checkout sharing the engine."""
     for image in client.images.list(name=IMAGE_REPO):
-        if keep in image.tags:
+        created = datetime.fromisoformat(image.attrs["Created"][:19]).replace(tzinfo=timezone.utc)
+        if keep in image.tags or time.time() - created.timestamp() < 86400:
             continue
         for old in image.tags:
             try:

@@ -7,8 +7,10 @@
         │   └── UpstreamContextLengthError  400 code=context_length_exceeded  (input + max_new_tokens too long)
         ├── UpstreamOverloadedError         429 rate_limit_error      code=overloaded
         ├── UpstreamUnavailableError        503 service_unavailable   TGI cannot be reached; ``retry_after``
-        └── UpstreamGenerationError         502 upstream_error        generation failed or the stream was cut
-                                                                      (code=incomplete_generation_stream)
+        ├── UpstreamGenerationError         502 upstream_error        generation failed or the stream was cut
+        │                                                             (code=incomplete_generation_stream)
+        └── UpstreamTimeoutError            504 timeout_error         code=request_timeout: the request ran past
+                                                                      --request-timeout (TGI too slow)
 
 :func:`error_from_tgi` is the only place that reads TGI's ``error_type``; the client calls it for non-200
 answers and for an error event inside a 200 stream (``status=None``).
@@ -26,6 +28,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamGenerationError",
     "UpstreamOverloadedError",
+    "UpstreamTimeoutError",
     "UpstreamUnavailableError",
     "UpstreamValidationError",
     "error_from_tgi",
@@ -85,6 +88,14 @@ class UpstreamUnavailableError(UpstreamError):
 class UpstreamGenerationError(UpstreamError):
     status_code = 502
     error_type = "upstream_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The gateway's own deadline for one request passed while TGI was still working on it."""
+
+    status_code = 504
+    error_type = "timeout_error"
+    default_code = "request_timeout"
 
 
 # TGI error_type -> (class, code)

@@ -1,9 +1,24 @@
 """The endpoint pool: one TGI client per endpoint, least-outstanding-requests routing.
 
-A request that fails before its first token (connect error, 429 overloaded, 503 unavailable) is
-retried on another endpoint; once a token was received it is never retried (the client has seen
-output). Background health checks eject an endpoint after consecutive failures and re-admit it
-once it answers again.
+Routing: a generation goes to the admitted endpoint with the fewest requests in flight (ties broken at
+random). With ``max_in_flight`` an endpoint takes at most that many at once; when every candidate is full the
+request waits (no busy loop: a slot being freed wakes one waiter) for up to ``queue_timeout`` seconds, then
+fails as overloaded (429).
+
+Retries: a generation that fails before its first token because the endpoint could not serve it (refused or
+reset connection, 502/503/504, no answer in time, TGI's 429 ``overloaded``) is sent to another endpoint, each
+endpoint at most once per generation. Once a token was passed on it is never retried: the client has seen
+output. A ``buffered`` generation (the non-streaming path, where the client sees nothing until the end) holds
+its events until the final one, so an endpoint dying mid-generation is retried too. Errors that TGI itself
+reports (validation, a failed generation) are never retried: another endpoint would answer the same.
+
+Health: a background task polls ``GET /health`` of every endpoint every ``health_interval`` seconds. An
+endpoint is ejected (no new requests) after ``eject_after`` consecutive failures, counting both health checks
+and requests that could not reach it; it is re-admitted on its first good health check, after its ``/info``
+shows that it still serves ``model_id`` (an endpoint that now serves another model stays out, and says so in
+:meth:`EndpointPool.health`). Endpoints that did not answer at start-up start ejected and join the same way.
+When every endpoint is ejected, requests still go to the ones that were once admitted: a health check may lag
+behind a recovery, and a clear 503 after trying is better than refusing outright.
 """
 
 from __future__ import annotations
@@ -11,43 +26,87 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from tgi.client import TGIClient
-from tgi.errors import UpstreamOverloadedError, UpstreamUnavailableError
+from tgi.errors import UpstreamError, UpstreamGenerationError, UpstreamOverloadedError, UpstreamUnavailableError
 
 log = logging.getLogger("gateway.pool")
+
+__all__ = ["EndpointPool", "EndpointStats", "same_model"]
+
+# Client-side codes for a connection that broke or went silent: the endpoint, not the request, failed.
+_TRANSPORT_CODES = frozenset({"incomplete_generation_stream", "upstream_timeout"})
 
 
 @dataclass(slots=True)
 class _Endpoint:
     client: TGIClient
     in_flight: int = 0
-    healthy: bool = True
-    failures: int = 0
+    admitted: bool = True
+    verified: bool = True  # admitted at least once with the right model: usable as a last resort
+    failures: int = 0  # consecutive
+    serves: str | None = None  # the other model it serves, when that keeps it out
+    attempts: int = 0
+    retried: int = 0  # generations that failed here before their first token and moved on
+    ejections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    url: str
+    in_flight: int
+    admitted: bool
+    attempts: int
+    retried: int
+    ejections: int
+
+
+def same_model(a, b) -> bool:
+    """Whether two ``/info`` answers name the same model: the same ``model_id``, or the same ``model_sha``
+    (the same weights mounted under two paths)."""
+    return a.model_id == b.model_id or (a.model_sha is not None and a.model_sha == b.model_sha)
 
 
 class EndpointPool:
+    """Use as ``async with EndpointPool(clients) as pool`` (the health task runs inside)."""
+
     def __init__(
         self,
         clients: list[TGIClient],
         *,
         max_in_flight: int | None = None,
+        queue_timeout: float = 30.0,
         health_interval: float = 5.0,
         eject_after: int = 2,
+        reference=None,
+        down: Iterable[str] = (),
     ) -> None:
+        """``reference`` is the ``/info`` of an endpoint that serves the right model (re-admitted endpoints are
+        compared with it); ``down`` names endpoints that did not answer at start-up (they start ejected)."""
         if not clients:
             raise ValueError("an endpoint pool needs at least one endpoint")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self._endpoints = [_Endpoint(c) for c in clients]
+        down = set(down)
+        for e in self._endpoints:
+            if e.client.base_url in down:
+                e.admitted = e.verified = False
         self._max_in_flight = max_in_flight
+        self._queue_timeout = queue_timeout
         self._health_interval = health_interval
-        self._eject_after = eject_after
+        self._eject_after = max(1, eject_after)
+        self._reference = reference
+        self._waiters: deque[asyncio.Future] = deque()
         self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "EndpointPool":
-        if len(self._endpoints) > 1 and self._health_interval > 0:
+    async def __aenter__(self) -> EndpointPool:
+        if self._health_interval > 0:
             self._task = asyncio.create_task(self._watch())
         return self
 
@@ -56,6 +115,8 @@ class EndpointPool:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    # -- state ----------------------------------------------------------------------------------
+
     @property
     def endpoints(self) -> list[str]:
         return [e.client.base_url for e in self._endpoints]
@@ -63,73 +124,187 @@ class EndpointPool:
     def in_flight(self) -> dict[str, int]:
         return {e.client.base_url: e.in_flight for e in self._endpoints}
 
-    async def health(self) -> list[dict]:
-        results = await asyncio.gather(*(e.client.health() for e in self._endpoints), return_exceptions=True)
+    def stats(self) -> list[EndpointStats]:
+        """Counters for ``/metrics``: plain reads, no I/O."""
         return [
-            {"url": e.client.base_url, "healthy": r is True, "in_flight": e.in_flight}
-            for e, r in zip(self._endpoints, results)
+            EndpointStats(e.client.base_url, e.in_flight, e.admitted, e.attempts, e.retried, e.ejections)
+            for e in self._endpoints
         ]
 
-    def _pick(self, exclude: set[int]) -> int | None:
+    async def health(self) -> list[dict]:
+        """A live ``/health`` probe of every endpoint plus the pool's view of it."""
+        results = await asyncio.gather(*(e.client.health() for e in self._endpoints), return_exceptions=True)
+        out = []
+        for e, r in zip(self._endpoints, results):
+            state = {"url": e.client.base_url, "healthy": r is True, "admitted": e.admitted, "in_flight": e.in_flight}
+            if e.serves is not None:
+                state["serves_other_model"] = e.serves
+            out.append(state)
+        return out
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _choose(self, tried: set[int]) -> tuple[int | None, bool]:
+        """(index of the endpoint to use, or None; whether waiting for a free slot could help)."""
+        candidates = [i for i, e in enumerate(self._endpoints) if i not in tried and e.admitted]
+        if not candidates:  # all ejected: the ones once admitted, as a last resort
+            candidates = [i for i, e in enumerate(self._endpoints) if i not in tried and e.verified and e.serves is None]
+        if not candidates:
+            return None, False
+        limit = self._max_in_flight
         best: list[int] = []
         best_load = None
-        for i, e in enumerate(self._endpoints):
-            if i in exclude or not e.healthy:
+        for i in candidates:
+            load = self._endpoints[i].in_flight
+            if limit is not None and load >= limit:
                 continue
-            if self._max_in_flight is not None and e.in_flight >= self._max_in_flight:
-                continue
-            if best_load is None or e.in_flight < best_load:
-                best, best_load = [i], e.in_flight
-            elif e.in_flight == best_load:
+            if best_load is None or load < best_load:
+                best, best_load = [i], load
+            elif load == best_load:
                 best.append(i)
         if not best:
-            # every endpoint is ejected or full: try an ejected one rather than failing outright
-            rest = [i for i in range(len(self._endpoints)) if i not in exclude]
-            return rest[0] if rest else None
-        return random.choice(best) if len(best) > 1 else best[0]
+            return None, True
+        return (best[0] if len(best) == 1 else random.choice(best)), False
 
-    async def generate_stream(self, body: dict) -> AsyncIterator:
-        tried: set[int] = set()
-        last_error: Exception | None = None
+    async def _acquire(self, tried: set[int]) -> _Endpoint | None:
+        deadline: float | None = None
         while True:
-            i = self._pick(tried)
-            if i is None:
+            i, full = self._choose(tried)
+            if i is not None:
+                tried.add(i)
+                endpoint = self._endpoints[i]
+                endpoint.in_flight += 1
+                endpoint.attempts += 1
+                return endpoint
+            if not full:
+                return None
+            if deadline is None:
+                deadline = time.monotonic() + self._queue_timeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamOverloadedError(
+                    f"every TGI endpoint is at its limit of {self._max_in_flight} requests in flight "
+                    f"and none freed up within {self._queue_timeout:g}s; try again later"
+                )
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+
+    def _release(self, endpoint: _Endpoint) -> None:
+        endpoint.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def generate_stream(self, body: dict, *, record=None, buffered: bool = False) -> AsyncIterator:
+        """TGI's events for ``body`` from one endpoint (see the module docstring for retries).
+
+        ``record`` (a :class:`tgi.metrics.RequestRecord`) gets the endpoint used, the retry count and the
+        time of the first token. ``buffered`` holds the events back until the final one."""
+        tried: set[int] = set()
+        last_error: UpstreamError | None = None
+        while True:
+            endpoint = await self._acquire(tried)
+            if endpoint is None:
                 raise last_error or UpstreamUnavailableError("no TGI endpoint is available", retry_after=1)
-            tried.add(i)
-            endpoint = self._endpoints[i]
-            endpoint.in_flight += 1
+            if record is not None:
+                if record.endpoint is not None:
+                    record.retries += 1
+                record.endpoint = endpoint.client.base_url
             started = False
+            held: list = []
             try:
                 async with aclosing(endpoint.client.generate_stream(body)) as events:
                     async for event in events:
-                        started = True
-                        endpoint.failures = 0
-                        yield event
-                return
-            except (UpstreamUnavailableError, UpstreamOverloadedError) as exc:
-                if started:
+                        if not started:
+                            started = True
+                            endpoint.failures = 0
+                            if record is not None and record.first_token_at is None:
+                                record.first_token_at = time.perf_counter()
+                        if buffered:
+                            held.append(event)
+                        else:
+                            yield event
+            except UpstreamError as exc:
+                if not _endpoint_failed(exc) or (started and not buffered):
                     raise
-                if isinstance(exc, UpstreamUnavailableError):
+                if not isinstance(exc, UpstreamOverloadedError) and exc.code != "upstream_pool_exhausted":
                     self._failed(endpoint)
+                endpoint.retried += 1
                 last_error = exc
-                log.info("endpoint %s: %s; trying another", endpoint.client.base_url, exc.message)
+                log.info("endpoint %s failed %s its first token (%s); trying another",
+                         endpoint.client.base_url, "after" if started else "before", exc.message)
+                continue
             finally:
-                endpoint.in_flight -= 1
+                self._release(endpoint)
+            for event in held:
+                yield event
+            return
+
+    # -- health ---------------------------------------------------------------------------------
 
     def _failed(self, endpoint: _Endpoint) -> None:
         endpoint.failures += 1
-        if endpoint.healthy and endpoint.failures >= self._eject_after:
-            endpoint.healthy = False
-            log.warning("endpoint %s ejected after %d failures", endpoint.client.base_url, endpoint.failures)
+        if endpoint.admitted and endpoint.failures >= self._eject_after:
+            endpoint.admitted = False
+            endpoint.ejections += 1
+            log.warning("endpoint %s ejected after %d consecutive failures", endpoint.client.base_url, endpoint.failures)
+
+    async def _readmit(self, endpoint: _Endpoint) -> None:
+        if self._reference is not None:
+            try:
+                info = await endpoint.client.info()
+            except UpstreamError as exc:
+                log.info("endpoint %s answers /health but not /info (%s); keeping it out", endpoint.client.base_url,
+                         exc.message)
+                return
+            if not same_model(info, self._reference):
+                if endpoint.serves != info.model_id:
+                    log.error("endpoint %s serves %r, not %r: keeping it out of the pool", endpoint.client.base_url,
+                              info.model_id, self._reference.model_id)
+                endpoint.serves = info.model_id
+                return
+        endpoint.serves = None
+        endpoint.admitted = endpoint.verified = True
+        endpoint.failures = 0
+        log.info("endpoint %s admitted", endpoint.client.base_url)
+        for _ in range(self._max_in_flight or 1):
+            self._wake()
+
+    async def check_once(self) -> None:
+        """One round of health checks (the background task runs this every ``health_interval`` seconds)."""
+        results = await asyncio.gather(*(e.client.health() for e in self._endpoints), return_exceptions=True)
+        for e, ok in zip(self._endpoints, results):
+            if ok is not True:
+                self._failed(e)
+            elif e.admitted:
+                e.failures = 0
+            else:
+                await self._readmit(e)
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._health_interval)
-            results = await asyncio.gather(*(e.client.health() for e in self._endpoints), return_exceptions=True)
-            for e, ok in zip(self._endpoints, results):
-                if ok is True:
-                    if not e.healthy:
-                        log.info("endpoint %s healthy again", e.client.base_url)
-                    e.healthy, e.failures = True, 0
-                else:
-                    self._failed(e)
+            try:
+                await self.check_once()
+            except Exception:  # a bug here must not end health checking for good
+                log.exception("endpoint health check failed")
+
+
+def _endpoint_failed(exc: UpstreamError) -> bool:
+    """Whether ``exc`` says the endpoint could not serve (worth another endpoint), not that TGI refused or
+    failed the request itself."""
+    if isinstance(exc, (UpstreamUnavailableError, UpstreamOverloadedError)):
+        return True
+    return isinstance(exc, UpstreamGenerationError) and exc.upstream_type is None and exc.code in _TRANSPORT_CODES

@@ -148,7 +148,7 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
         pool = await stack.enter_async_context(EndpointPool(clients))
         chat = ChatService(
             template=template, pool=pool, limits=limits, model_name=settings.model_name,
-            count_tokens=token_counter(model_dir),
+            count_tokens=token_counter(model_dir), request_timeout=getattr(settings, "request_timeout", None),
         )
         names = {settings.model_name, settings.model}
         yield Runtime(

@@ -18,7 +18,7 @@ import json
 import re
 from enum import Enum, auto
 
-from functionary.templates._qwen_calls import EventList, partial_marker_start
+from functionary.templates._call_stream import EventList, partial_marker_start
 from functionary.templates._qwen_prompt import code_names
 from functionary.templates.base import Event, PreparedRequest, PromptTemplate, StreamParser
 

@@ -244,6 +244,19 @@ async def test_port_in_use(emulator_image, model_dir, cleanup, docker_client):
     assert containers_of_this_run(docker_client) == []
 
 
+async def test_port_held_by_another_container_is_named(emulator_image, model_dir, cleanup, docker_client):
+    port = make_spec(emulator_image, model_dir).host_port
+    other = docker_client.containers.run(
+        emulator_image, ["--port", "80"], detach=True, name=f"functionary-test-holder-{TEST_LABELS[0][1]}",
+        labels=dict(TEST_LABELS), ports={"80/tcp": ("127.0.0.1", port)},
+    )
+    spec = make_spec(emulator_image, model_dir, host_port=port)
+    with pytest.raises(PortInUseError, match=other.name):
+        async with launch_tgi(spec, startup_timeout=30, log=lambda _: None):
+            pass
+    assert [c.id for c in containers_of_this_run(docker_client)] == [other.id]
+
+
 async def test_missing_image_that_cannot_be_pulled(model_dir, cleanup, docker_client):
     image = "functionary-test-missing/tgi:never-built"
     spec = make_spec(image, model_dir)
