@@ -14,12 +14,14 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -53,7 +55,7 @@ class Settings:
     port: int = 8000
     prompt_template: str | None = None
     served_model_name: str | None = None
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # never printed
     max_total_tokens: int | None = None
     max_input_tokens: int | None = None
     startup_timeout: float = 600.0
@@ -74,6 +76,12 @@ class Settings:
     request_timeout: float | None = 600.0
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
+    # cluster and operations (README "Cluster and operations")
+    max_in_flight_per_endpoint: int | None = None
+    queue_timeout: float = 30.0
+    health_interval: float = 5.0
+    eject_after: int = 2
+    log_format: str = "text"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -96,7 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(p, "model", required=True, help="hub id or local directory with tokenizer files")
     _flag(p, "endpoint", action="append", default=None,
-          help="TGI base URL; repeat for a cluster (default http://127.0.0.1:8080)")
+          help="TGI base URL; repeat for a cluster (default: --endpoints-file, else FUNCTIONARY_TGI_ENDPOINTS "
+               "(comma separated), else http://127.0.0.1:8080)")
+    _flag(p, "endpoints_file", default=None, help="file with one TGI base URL a line (# comments)")
+    _flag(p, "max_in_flight_per_endpoint", type=int, default=None,
+          help="at most this many generations at once on one endpoint; more wait (default: no limit)")
+    _flag(p, "queue_timeout", type=float, default=30.0,
+          help="seconds a request waits for a free endpoint slot before a 429")
+    _flag(p, "health_interval", type=float, default=5.0, help="seconds between endpoint health checks (0 = off)")
+    _flag(p, "eject_after", type=int, default=2, help="consecutive failures that take an endpoint out")
     _flag(p, "host", default="127.0.0.1")
     _flag(p, "port", type=int, default=8000)
     _flag(p, "prompt_template", default=None, help="force a template version (see --list-templates)")
@@ -125,19 +141,44 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "max_body_bytes", type=int, default=8 * 1024 * 1024)
     _flag(p, "request_timeout", type=float, default=600.0,
           help="seconds a chat request may take in all; then it ends with an OpenAI error (0 = no limit)")
-    _flag(p, "cors_origin", action="append", default=None)
+    _flag(p, "cors_origin", action="append", default=None,
+          help="browser origin allowed to call the API (repeatable; * for any); default: no CORS headers")
     _flag(p, "log_level", default="info")
+    _flag(p, "log_format", choices=("text", "json"), default="text",
+          help="log lines as key=value text or one JSON object a line")
     return p
 
 
+def _endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, ...]:
+    """``--endpoint`` and ``--endpoints-file`` together; else FUNCTIONARY_TGI_ENDPOINTS; else the default."""
+    urls = list(args.endpoint or ())
+    if args.endpoints_file:
+        try:
+            text = Path(args.endpoints_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            parser.error(f"--endpoints-file: {exc}")
+        urls += [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    if not urls:
+        urls = os.environ.get("FUNCTIONARY_TGI_ENDPOINTS", "").split(",")
+    urls = [u.strip().rstrip("/") for u in urls if u.strip()] or ["http://127.0.0.1:8080"]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            parser.error(f"not a TGI base URL: {url!r} (expected http://HOST:PORT)")
+    return tuple(dict.fromkeys(urls))
+
+
 def settings_from_args(argv: list[str] | None = None) -> Settings:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_in_flight_per_endpoint is not None and args.max_in_flight_per_endpoint < 1:
+        parser.error("--max-in-flight-per-endpoint must be at least 1")
     keys = list(args.api_key or [])
     env_keys = os.environ.get("FUNCTIONARY_API_KEYS", "")
     keys += [k.strip() for k in env_keys.split(",") if k.strip()]
     return Settings(
         model=args.model,
-        endpoints=tuple(e.rstrip("/") for e in (args.endpoint or ["http://127.0.0.1:8080"])),
+        endpoints=_endpoints(parser, args),
         host=args.host,
         port=args.port,
         prompt_template=args.prompt_template,
@@ -163,6 +204,11 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         request_timeout=args.request_timeout or None,
         cors_origins=tuple(args.cors_origin or ()),
         log_level=args.log_level,
+        max_in_flight_per_endpoint=args.max_in_flight_per_endpoint,
+        queue_timeout=args.queue_timeout,
+        health_interval=args.health_interval,
+        eject_after=args.eject_after,
+        log_format=args.log_format,
     )
 
 
@@ -179,8 +225,11 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.runtime = await stack.enter_async_context(open_runtime(settings))
             yield
 
+    from tgi.metrics import Metrics
+
     app = FastAPI(title="Functionary TGI gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.state.metrics = Metrics()
     _install_error_handlers(app)
     _install_routes(app, settings)
     if settings.cors_origins:
@@ -188,17 +237,23 @@ def create_app(settings: Settings) -> FastAPI:
 
         app.add_middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-            allow_headers=["*"],
+            allow_headers=["*"], expose_headers=["x-request-id"],
         )
-    return RequestIdMiddleware(app)  # type: ignore[return-value]
+    return RequestContextMiddleware(app, app.state.metrics)  # type: ignore[return-value]
 
 
-class RequestIdMiddleware:
-    """Accepts a client's ``x-request-id`` (or makes one) and returns it on every response.
-    Plain ASGI: no per-request task or body buffering on the hot path."""
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
+access_log = logging.getLogger("gateway.access")
 
-    def __init__(self, app: FastAPI) -> None:
+
+class RequestContextMiddleware:
+    """Request ids: a client's ``x-request-id`` (when it is 1-128 characters of ``A-Za-z0-9._:+=/-``;
+    otherwise a new one) is returned on every response. Each request under ``/v1/`` ends with one log line
+    and its ``/metrics`` counters. Plain ASGI: no per-request task or body buffering on the hot path."""
+
+    def __init__(self, app: FastAPI, metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     def __getattr__(self, name):  # ``app.state`` and friends stay reachable for tests
         return getattr(self.app, name)
@@ -206,22 +261,45 @@ class RequestIdMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        from tgi.metrics import RequestRecord
+
         rid = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
-                rid = value.decode("latin-1")[:200]
+                rid = value.decode("latin-1")
                 break
-        if not rid:
+        if not rid or not _SAFE_REQUEST_ID.fullmatch(rid):
             rid = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-        raw = rid.encode("latin-1")
+        record = RequestRecord(rid, scope["method"], scope["path"])
+        state = scope.setdefault("state", {})
+        state["request_id"], state["record"] = rid, record
+        raw = rid.encode("ascii")
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", raw)]
+                record.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw)]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record.finished = True
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        if not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send_with_id)
+        self.metrics.in_flight += 1
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.in_flight -= 1
+            self._finish(record)
+
+    def _finish(self, record) -> None:
+        if not record.finished and record.error_type is None:
+            record.error_type = "client_disconnected"  # the client left before the whole answer was sent
+            record.status = record.status or 499
+        now = time.perf_counter()
+        self.metrics.finish(record, now)
+        level = logging.WARNING if (record.status or 500) >= 500 else logging.INFO
+        access_log.log(level, "request", extra={"fields": record.fields(now)})
 
 
 def _error_response(exc: GatewayError) -> JSONResponse:
@@ -237,27 +315,37 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def gateway_error(request: Request, exc: GatewayError):
         if exc.status_code >= 500:
             log.warning("request %s: %s", _rid(request), exc.message)
+        _note_error(request, exc.error_type, exc.code)
         return _error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
+        _note_error(request, "invalid_request_error", None)
         return _error_response(InvalidRequestError(str(exc), param=None))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        _note_error(request, "invalid_request_error", code)
         body = {"error": {"message": str(exc.detail), "type": "invalid_request_error", "param": None, "code": code}}
         return JSONResponse(body, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("request %s: unexpected error", _rid(request))
+        _note_error(request, "server_error", None)
         body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
         return JSONResponse(body, status_code=500)
 
 
 def _rid(request: Request) -> str:
     return request.scope.get("state", {}).get("request_id", "-")
+
+
+def _note_error(request: Request, error_type: str, code: str | None) -> None:
+    record = request.scope.get("state", {}).get("record")
+    if record is not None:
+        record.error_type, record.error_code = error_type, code
 
 
 def _check_auth(request: Request, keys: tuple[str, ...]) -> None:
@@ -281,6 +369,19 @@ def _validation_param(exc: ValidationError) -> tuple[str, str]:
     return loc or "body", f"Invalid request: {loc or 'body'}: {err.get('msg')}"
 
 
+# JSON may spell a lone surrogate (``"\ud800"``), which no UTF-8 encoder, tokenizer or TGI accepts; a valid
+# pair is joined by json.loads. The cheap byte search keeps the full check off ordinary bodies.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(data: object) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def _read_request(request: Request, settings: Settings) -> ChatCompletionRequest:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
@@ -298,6 +399,11 @@ async def _read_request(request: Request, settings: Settings) -> ChatCompletionR
         raise InvalidRequestError(f"request body is not valid JSON: {exc}", param="body") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object", param="body")
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(data):
+        raise InvalidRequestError(
+            "request body is not valid Unicode: it holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)",
+            param="body",
+        )
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -340,8 +446,10 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             )
         from tgi.chat import new_request_id
 
-        plan = runtime.chat.plan(req, request_id=new_request_id())
-        log.info("request %s: %s, %d prompt tokens, stream=%s", _rid(request), plan.request_id, plan.prompt_tokens, bool(req.stream))
+        record = request.scope["state"]["record"]
+        plan = runtime.chat.plan(req, request_id=new_request_id(), record=record)
+        record.completion_id, record.model, record.stream = plan.request_id, plan.model, bool(req.stream)
+        log.debug("request %s: %s, %d prompt tokens, stream=%s", _rid(request), plan.request_id, plan.prompt_tokens, bool(req.stream))
         if req.stream:
             body = await runtime.chat.stream(plan)
             return StreamingResponse(
@@ -363,6 +471,11 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             "max_model_len": runtime.limits.max_total_tokens,
         }
         return {"object": "list", "data": [card]}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request):
+        text = request.app.state.metrics.render(request.app.state.runtime.pool.stats())
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/health")
     async def health(request: Request):
@@ -397,9 +510,10 @@ class _StartupFailure(logging.Filter):
 
 def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from tgi.logs import configure_logging, secrets_from_env
+
+    configure_logging(level=settings.log_level, fmt=settings.log_format,
+                      secrets=(*settings.api_keys, *secrets_from_env()))
     import uvicorn
 
     try:
@@ -410,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("uvicorn.error").addFilter(_StartupFailure())
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-        lifespan="on", timeout_graceful_shutdown=10,
+        lifespan="on", timeout_graceful_shutdown=10, log_config=None,  # our handler and format (tgi/logs.py)
     )
     server = uvicorn.Server(config)
     server.run()

@@ -14,9 +14,6 @@ import re
 import time
 from dataclasses import dataclass, field
 
-_READ = 1 << 16
-
-
 class HTTPError(Exception):
     pass
 
@@ -44,72 +41,111 @@ class Target:
         self.raw = head.encode() + self.body
 
 
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+class Connection(asyncio.Protocol):
+    """One keep-alive connection. The response is parsed in ``data_received`` (no stream reader, no task
+    wake-up per TCP segment): the waiting coroutine is woken once, when the answer is complete."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
+        self.done: asyncio.Future | None = None
+        self.lost: BaseException | None = None
+        self._reset(None)
 
     @classmethod
     async def open(cls, host: str, port: int) -> "Connection":
-        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
-        return cls(reader, writer)
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(cls, host, port)
+        return conn
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
-    async def _more(self) -> bytes:
-        data = await self.reader.read(_READ)
-        if not data:
-            raise HTTPError("connection closed mid-response")
-        return data
+    # asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.lost = exc or HTTPError("connection closed")
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(HTTPError(f"connection closed mid-response: {self.lost!r}"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.done is None or self.done.done():
+            return
+        try:
+            if self._parse():
+                self.done.set_result(None)
+        except Exception as exc:  # a malformed answer fails the request, not the loop
+            self.done.set_exception(exc)
+
+    # response parsing
+    def _reset(self, marker) -> None:
+        self.status = 0
+        self.head: str | None = None
+        self.chunked = False
+        self.length = 0
+        self.pos = 0
+        self.marker = marker
+        self.first: float | None = None
+        self.close_after = False
+
+    def _parse(self) -> bool:
+        """Advance over what is buffered; True once the whole response is in."""
+        buf = self.buf
+        if self.head is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            self.head = head = bytes(buf[:end]).decode("latin-1").lower()
+            del buf[: end + 4]
+            self.status = int(head[9:12])
+            self.close_after = "connection: close" in head
+            self.chunked = "transfer-encoding: chunked" in head
+            if not self.chunked:
+                match = re.search(r"content-length:\s*(\d+)", head)
+                if match is None:
+                    raise HTTPError(f"no length in response head: {head[:200]!r}")
+                self.length = int(match.group(1))
+        if self.marker is not None and self.first is None and self.marker.search(buf, self.pos):
+            self.first = time.perf_counter()
+        if not self.chunked:
+            if len(buf) < self.length:
+                return False
+            del buf[: self.length]
+            return True
+        pos = self.pos
+        while True:
+            line_end = buf.find(b"\r\n", pos)
+            if line_end < 0:
+                break
+            size = int(buf[pos:line_end].split(b";", 1)[0], 16)
+            need = line_end + 4 if size == 0 else line_end + 2 + size + 2  # no trailers from our servers
+            if len(buf) < need:
+                break
+            pos = need
+            if size == 0:
+                del buf[:pos]
+                self.pos = 0
+                return True
+        self.pos = pos
+        return False
 
     async def request(self, target: Target) -> Sample:
+        if self.lost is not None:
+            raise HTTPError(f"connection lost: {self.lost!r}")
+        self._reset(target.first_marker)
+        self.done = asyncio.get_running_loop().create_future()
         start = time.perf_counter()
-        self.writer.write(target.raw)
-        buf = self.buf
-        while (end := buf.find(b"\r\n\r\n")) < 0:
-            buf += await self._more()
-        head = bytes(buf[:end]).decode("latin-1")
-        del buf[: end + 4]
-        status = int(head[9:12])
-        lower = head.lower()
-        marker = target.first_marker
-        first = None
-        if "transfer-encoding: chunked" in lower:
-            # incremental chunked decoding over the buffer: size line, data, CRLF ... "0\r\n\r\n"
-            pos = 0
-            while True:
-                if marker is not None and first is None and marker.search(buf, pos):
-                    first = time.perf_counter()
-                line_end = buf.find(b"\r\n", pos)
-                if line_end < 0:
-                    del buf[:pos]
-                    pos = 0
-                    buf += await self._more()
-                    continue
-                size = int(buf[pos:line_end].split(b";", 1)[0], 16)
-                need = line_end + 2 + size + 2
-                if size == 0:
-                    need = line_end + 4  # no trailers from our servers
-                if len(buf) < need:
-                    buf += await self._more()
-                    continue
-                pos = need
-                if size == 0:
-                    break
-            del buf[:pos]
-        else:
-            match = re.search(r"content-length:\s*(\d+)", lower)
-            if match is None:
-                raise HTTPError(f"no length in response head: {head[:200]!r}")
-            length = int(match.group(1))
-            while len(buf) < length:
-                buf += await self._more()
-            del buf[:length]
-        end_t = time.perf_counter()
-        if "connection: close" in lower:
+        self.transport.write(target.raw)
+        await self.done
+        end = time.perf_counter()
+        self.done = None
+        if self.close_after:
             raise HTTPError("server closed the connection")
-        return Sample(start, first or end_t, end_t, status)
+        return Sample(start, self.first or end, end, self.status)
 
 
 async def run_closed_loop(target: Target, *, concurrency: int, duration: float | None = None,
@@ -141,13 +177,15 @@ async def run_closed_loop(target: Target, *, concurrency: int, duration: float |
 
 
 async def one_each(targets: list[Target], *, rounds: int) -> list[list[Sample]]:
-    """Concurrency 1, interleaved: target A, target B, ..., ``rounds`` times, each on its own connection."""
+    """Concurrency 1, interleaved A B, B A, A B ... (``rounds`` times), each target on its own connection."""
     conns = [await Connection.open(t.host, t.port) for t in targets]
     out: list[list[Sample]] = [[] for _ in targets]
+    order = list(range(len(targets)))
     try:
         for _ in range(rounds):
-            for i, (target, conn) in enumerate(zip(targets, conns)):
-                out[i].append(await conn.request(target))
+            for i in order:
+                out[i].append(await conns[i].request(targets[i]))
+            order.reverse()
     finally:
         for conn in conns:
             conn.close()

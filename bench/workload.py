@@ -80,10 +80,13 @@ CHAT_REPLY = (
 )
 
 
-def long_reply(words: int) -> str:
-    """A text answer of ``words`` + 2 emulator tokens: the ``all`` recipient line, the words, the EOS."""
+SHORT_TOKENS = 50  # the short answer the 1k-token one is compared with (the per-token slope)
+
+
+def long_reply(tokens: int) -> str:
+    """A plain-chat answer of exactly ``tokens`` emulator tokens (one word each, the EOS last)."""
     pieces = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
-    return "all\n" + "".join(" " + pieces[i % len(pieces)] for i in range(words)) + EOS
+    return "".join(" " + pieces[i % len(pieces)] for i in range(tokens - 1)) + EOS
 
 
 def tool_request(*, stream: bool, model: str = "functionary", **extra) -> dict:

@@ -24,6 +24,7 @@ from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
 from functionary.templates.base import PreparedRequest, PromptTemplate
 from tgi.errors import UpstreamGenerationError, UpstreamTimeoutError
+from tgi.metrics import RequestRecord
 from tgi.params import Limits, check_supported, generate_parameters, max_new_tokens, user_stops
 
 log = logging.getLogger("gateway.chat")
@@ -44,6 +45,7 @@ class Plan:
     n: int
     logprobs: bool
     include_usage: bool
+    record: RequestRecord | None = None  # ops: filled for the log line and /metrics (tgi/metrics.py)
 
 
 @dataclass(slots=True)
@@ -81,7 +83,7 @@ class ChatService:
 
     # -- planning ---------------------------------------------------------------------------
 
-    def plan(self, request: ChatCompletionRequest, *, request_id: str) -> Plan:
+    def plan(self, request: ChatCompletionRequest, *, request_id: str, record: RequestRecord | None = None) -> Plan:
         check_supported(request)
         stops = user_stops(request)
         prepared = prepare_request(request)
@@ -103,6 +105,7 @@ class ChatService:
             n=request.n or 1,
             logprobs=bool(request.logprobs),
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
+            record=record,
         )
 
     def _body(self, plan: Plan, index: int) -> dict:
@@ -119,10 +122,10 @@ class ChatService:
         parser = self.template.stream_parser(plan.prepared)
         assembler = DeltaAssembler(plan.prepared)
         trimmer = StopTrimmer(plan.stops)
-        async with aclosing(self.pool.generate_stream(self._body(plan, index))) as events:
+        async with aclosing(self.pool.generate_stream(self._body(plan, index), record=plan.record)) as events:
             async for event in events:
                 out = ChoiceResult()
-                text = trimmer.feed(event.token.text)
+                text = trimmer.feed(_model_text(event))
                 if text:
                     out.deltas = assembler.deltas(parser.feed(text))
                 if plan.logprobs and not (event.token.special and event.details is not None):
@@ -161,6 +164,9 @@ class ChatService:
             completion_tokens += c_tokens
             if p_tokens is not None:
                 prompt_tokens = p_tokens
+        if plan.record is not None:  # ops hook
+            calls = sum(len(c["message"].get("tool_calls") or ()) + ("function_call" in c["message"]) for c in choices)
+            plan.record.usage(prompt_tokens, completion_tokens, calls)
         return {
             "id": plan.request_id,
             "object": "chat.completion",
@@ -178,9 +184,11 @@ class ChatService:
         parts: list[str] = []
         logprobs: list[dict] = []
         final = None
-        async with aclosing(self.pool.generate_stream(self._body(plan, index))) as events:
+        # buffered: the client sees nothing before the end, so the pool may retry a dead endpoint mid-generation
+        stream = self.pool.generate_stream(self._body(plan, index), record=plan.record, buffered=True)
+        async with aclosing(stream) as events:
             async for event in events:
-                parts.append(trimmer.feed(event.token.text))
+                parts.append(trimmer.feed(_model_text(event)))
                 if plan.logprobs and not (event.token.special and event.details is not None):
                     logprobs.append(_token_logprob(event))
                 if event.details is not None or event.generated_text is not None:
@@ -234,6 +242,7 @@ class ChatService:
         prefix = _DUMPS(head)[:-1].encode() + b',"system_fingerprint":null,"choices":['
         prompt_tokens = plan.prompt_tokens
         completion_tokens = 0
+        calls = 0  # ops: tool calls started, for the log line and /metrics
         try:
             for i in range(plan.n):
                 yield _chunk(prefix, i, {"role": "assistant", "content": ""}, None, None)
@@ -243,6 +252,8 @@ class ChatService:
                 lp = {"content": result.logprobs} if plan.logprobs and result.logprobs else None
                 deltas = result.deltas
                 for j, delta in enumerate(deltas):
+                    if delta.tool_calls is not None or delta.function_call is not None:
+                        calls += _calls_started(delta)
                     yield _chunk(prefix, index, _delta_dict(delta), None, lp if j == 0 else None)
                 if lp is not None and not deltas:
                     yield _chunk(prefix, index, {}, None, lp)
@@ -257,14 +268,33 @@ class ChatService:
                 yield b"data: " + prefix + b'],"usage":' + _DUMPS(usage).encode() + b"}\n\n"
         except GatewayError as exc:
             log.warning("request %s: error after the stream started: %s", plan.request_id, exc.message)
+            if plan.record is not None:  # ops hook
+                plan.record.error_type, plan.record.error_code = exc.error_type, exc.code
             yield b"data: " + _DUMPS(exc.to_dict()).encode() + b"\n\n"
         finally:
             await merged.aclose()
+            if plan.record is not None:  # ops hook
+                plan.record.usage(prompt_tokens, completion_tokens, calls)
         yield b"data: [DONE]\n\n"
+
+
+def _model_text(event) -> str:
+    """The text an event adds to the model's output: a final special token that ended generation
+    as the EOS is dropped whatever its text (the model's EOS may be one the template never names)."""
+    token = event.token
+    if token.special and event.details is not None and event.details.finish_reason == "eos_token":
+        return ""
+    return token.text
 
 
 def new_request_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex
+
+
+def _calls_started(delta: Delta) -> int:
+    if delta.function_call is not None:
+        return delta.function_call.name is not None
+    return sum(call.id is not None for call in delta.tool_calls)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:

@@ -9,6 +9,7 @@ closed on exit, a container it started included.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sys
@@ -25,8 +26,10 @@ from functionary.errors import GatewayError
 from functionary.templates import get_template
 from tgi.chat import ChatService
 from tgi.client import TGIClient
+from tgi.errors import UpstreamError
 from tgi.params import Limits
-from tgi.pool import EndpointPool
+from tgi.pool import EndpointPool, same_model
+from tgi.types import Info
 
 log = logging.getLogger("gateway.runtime")
 
@@ -105,8 +108,21 @@ async def _tokenizer_dir(settings) -> Path | None:
 
 
 async def _answering(clients: list[TGIClient]) -> list[TGIClient]:
-    results = await asyncio.gather(*(c.health() for c in clients), return_exceptions=True)
-    return [c for c, ok in zip(clients, results) if ok is True]
+    return [c for c, ok in zip(clients, await asyncio.gather(*(_answers(c) for c in clients))) if ok]
+
+
+async def _answers(client: TGIClient) -> bool:
+    """``/health`` says 200; or, for a build or stand-in without it, ``/info`` answers at all (even
+    a 404 proves a server listens there; a 5xx or no connection does not)."""
+    if await client.health():
+        return True
+    try:
+        await client.info()
+    except UpstreamError as exc:
+        return exc.upstream_status is not None and exc.upstream_status < 500
+    except ValueError:
+        return True
+    return True
 
 
 @asynccontextmanager
@@ -135,17 +151,14 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
                 + ". Start TGI there, or let the gateway launch one (drop --no-launch)."
             )
 
-        info = await up[0].info()
-        if info.model_id and info.model_id != settings.model and Path(settings.model).name != Path(info.model_id).name:
-            log.warning("TGI at %s serves %r, not %r", up[0].base_url, info.model_id, settings.model)
-        max_total = settings.max_total_tokens or info.max_total_tokens
-        max_input = settings.max_input_tokens or info.max_input_tokens or (max_total - 1)
-        limits = Limits(
-            max_total_tokens=max_total,
-            max_input_tokens=min(max_input, max_total - 1),
-            max_stop_sequences=info.max_stop_sequences or 4,
-        )
-        pool = await stack.enter_async_context(EndpointPool(clients))
+        reference, up = await _same_model(up)  # cluster: refuses endpoints that serve different models
+        limits = await _limits(up[0], settings, model_dir)
+        pool = await stack.enter_async_context(EndpointPool(
+            clients, max_in_flight=getattr(settings, "max_in_flight_per_endpoint", None),
+            queue_timeout=getattr(settings, "queue_timeout", 30.0),
+            health_interval=getattr(settings, "health_interval", 5.0), eject_after=getattr(settings, "eject_after", 2),
+            reference=reference, down=[c.base_url for c in clients if c not in up],
+        ))
         chat = ChatService(
             template=template, pool=pool, limits=limits, model_name=settings.model_name,
             count_tokens=token_counter(model_dir), request_timeout=getattr(settings, "request_timeout", None),
@@ -181,6 +194,61 @@ async def run_emulator(endpoint: str, *, model_id: str) -> AsyncIterator[None]:
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+async def _limits(client: TGIClient, settings, model_dir: Path | None) -> Limits:
+    """Context limits: the CLI's, else TGI's ``/info``, else the model's config (a TGI build or a
+    stand-in without ``/info`` still works, with a warning)."""
+    try:
+        info = await client.info()
+    except (GatewayError, ValueError) as exc:
+        log.warning("TGI at %s has no usable /info (%s): limits come from the flags or the model", client.base_url, exc)
+        info = None
+    if info is not None and info.model_id and info.model_id != settings.model:
+        if Path(settings.model).name != Path(info.model_id).name:
+            log.warning("TGI at %s serves %r, not %r", client.base_url, info.model_id, settings.model)
+    max_total = settings.max_total_tokens or (info and info.max_total_tokens) or _model_context(model_dir)
+    max_input = settings.max_input_tokens or (info and info.max_input_tokens) or (max_total - 1)
+    return Limits(
+        max_total_tokens=max_total,
+        max_input_tokens=min(max_input, max_total - 1),
+        max_stop_sequences=(info and info.max_stop_sequences) or 4,
+    )
+
+
+def _model_context(model_dir: Path | None) -> int:
+    for name, key in (("config.json", "max_position_embeddings"), ("tokenizer_config.json", "model_max_length")):
+        try:
+            value = json.loads((model_dir / name).read_text(encoding="utf-8")).get(key) if model_dir else None
+        except (OSError, ValueError):
+            value = None
+        if isinstance(value, int) and 0 < value < 10_000_000:
+            return value
+    log.warning("context size unknown: assuming 4096 tokens (set --max_total_tokens)")
+    return 4096
+
+
+async def _same_model(up: list[TGIClient]) -> tuple[Info | None, list[TGIClient]]:
+    """Refuses to start when the answering endpoints serve different models (``/info``: the same ``model_id``
+    or ``model_sha``), naming each endpoint and its model. Returns the ``/info`` the others are held to and the
+    endpoints ordered smallest context first, so that the limits fit every endpoint."""
+    results = await asyncio.gather(*(c.info() for c in up), return_exceptions=True)
+    infos = [(c, r) for c, r in zip(up, results) if isinstance(r, Info)]
+    if not infos:
+        return None, up
+    reference = infos[0][1]
+    if any(not same_model(info, reference) for _, info in infos):
+        listing = "; ".join(f"{c.base_url} serves {info.model_id!r}" for c, info in infos)
+        raise StartupError(
+            f"the TGI endpoints serve different models: {listing}. Every endpoint of one gateway must serve the "
+            "same model (compared by /info model_id, or model_sha): fix or drop the odd ones."
+        )
+    sizes = {info.max_total_tokens for _, info in infos}
+    if len(sizes) > 1:
+        log.warning("the TGI endpoints have different max_total_tokens (%s): using the smallest",
+                    ", ".join(str(s) for s in sorted(sizes, key=lambda v: (v is None, v))))
+    ordered = sorted(infos, key=lambda ci: ci[1].max_total_tokens or 1 << 62)
+    return reference, [c for c, _ in ordered] + [c for c in up if c not in {c for c, _ in infos}]
 
 
 async def _wait_for_any(clients: list[TGIClient], timeout: float) -> list[TGIClient]:
