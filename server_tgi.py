@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from functionary.errors import (
     AuthenticationError,
@@ -74,6 +75,7 @@ class Settings:
     launcher_args: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
     request_timeout: float | None = 600.0
+    grammar: str = "auto"  # auto | on | off: TGI grammars for tool arguments and response_format (docs/grammar.md)
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
     # cluster and operations (README "Cluster and operations")
@@ -141,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "max_body_bytes", type=int, default=8 * 1024 * 1024)
     _flag(p, "request_timeout", type=float, default=600.0,
           help="seconds a chat request may take in all; then it ends with an OpenAI error (0 = no limit)")
+    _flag(p, "grammar", choices=("auto", "on", "off"), default="auto",
+          help="constrain tool arguments and response_format with TGI grammars: auto = when TGI accepts them")
     _flag(p, "cors_origin", action="append", default=None,
           help="browser origin allowed to call the API (repeatable; * for any); default: no CORS headers")
     _flag(p, "log_level", default="info")
@@ -202,6 +206,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         launcher_args=tuple(args.launcher_arg or ()),
         max_body_bytes=args.max_body_bytes,
         request_timeout=args.request_timeout or None,
+        grammar=args.grammar,
         cors_origins=tuple(args.cors_origin or ()),
         log_level=args.log_level,
         max_in_flight_per_endpoint=args.max_in_flight_per_endpoint,
@@ -317,6 +322,12 @@ def _install_error_handlers(app: FastAPI) -> None:
             log.warning("request %s: %s", _rid(request), exc.message)
         _note_error(request, exc.error_type, exc.code)
         return _error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        # the client left while its body was being read: nobody gets this answer, and it is no server error
+        log.info("request %s: the client went away before its body was read", _rid(request))
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -525,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
         lifespan="on", timeout_graceful_shutdown=10, log_config=None,  # our handler and format (tgi/logs.py)
+        # longer than clients keep idle connections (httpx and so openai-python: 5 s): at uvicorn's own 5 s a
+        # client reusing a connection races the server closing it and gets a connection error
+        timeout_keep_alive=65,
     )
     server = uvicorn.Server(config)
     server.run()

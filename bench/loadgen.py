@@ -149,31 +149,40 @@ class Connection(asyncio.Protocol):
 
 
 async def run_closed_loop(target: Target, *, concurrency: int, duration: float | None = None,
-                          count: int | None = None, warmup: float = 0.0) -> tuple[list[Sample], float]:
-    """``concurrency`` workers for ``duration`` seconds (or ``count`` requests in all). Returns the samples
-    that ended inside the measured window [start + warmup, deadline] and that window's length."""
+                          count: int | None = None, min_each: int = 0,
+                          limit: float = 120.0) -> tuple[list[Sample], float]:
+    """``concurrency`` workers, each sending as soon as its last answer is in, for ``duration`` seconds (and
+    until every worker has ``min_each`` answers, at most ``limit`` seconds), or ``count`` requests in all.
+
+    Returns the samples and the steady rate: per worker, answers after its first one divided by the time from
+    its first answer to its last, summed over the workers. Workers start together and, against a server that
+    serves them in lock-step, finish together: counting answers inside a fixed window would then measure the
+    window, not the server."""
     conns = await asyncio.gather(*(Connection.open(target.host, target.port) for _ in range(concurrency)))
-    samples: list[Sample] = []
+    per_worker: list[list[Sample]] = [[] for _ in conns]
     t0 = time.perf_counter()
     deadline = t0 + duration if duration is not None else float("inf")
+    hard = t0 + limit
     remaining = [count if count is not None else -1]
 
-    async def worker(conn: Connection) -> None:
-        while time.perf_counter() < deadline:
-            if remaining[0] == 0:
+    async def worker(conn: Connection, mine: list[Sample]) -> None:
+        while True:
+            now = time.perf_counter()
+            if now >= hard or (now >= deadline and len(mine) >= min_each) or remaining[0] == 0:
                 return
             remaining[0] -= 1
-            samples.append(await conn.request(target))
+            mine.append(await conn.request(target))
 
     try:
-        await asyncio.gather(*(worker(c) for c in conns))
+        await asyncio.gather(*(worker(c, m) for c, m in zip(conns, per_worker)))
     finally:
         for conn in conns:
             conn.close()
-    window_start = t0 + warmup
-    window_end = min(deadline, max((s.end for s in samples), default=t0))
-    kept = [s for s in samples if window_start <= s.end <= window_end]
-    return kept, max(window_end - window_start, 1e-9)
+    rate = 0.0
+    for mine in per_worker:
+        if len(mine) >= 2:
+            rate += (len(mine) - 1) / max(mine[-1].end - mine[0].end, 1e-9)
+    return [s for mine in per_worker for s in mine], rate
 
 
 async def one_each(targets: list[Target], *, rounds: int) -> list[list[Sample]]:

@@ -55,8 +55,9 @@ def summarize(collapsed: str, top: int) -> str:
 
 
 async def load(port: int, body: dict, concurrency: int, seconds: float, emulator, reply: str) -> None:
-    for _ in range(15):
-        emulator.script([{"text": reply}] * 2000)
+    batch = max(1, min(2000, 1_500_000 // (len(reply.encode()) + 20)))
+    for _ in range(max(1, 30000 // batch) if len(reply) < 1000 else 5):
+        emulator.script([{"text": reply}] * batch)
     target = Target("127.0.0.1", port, "/v1/chat/completions", workload.encode(body))
     await run_closed_loop(target, concurrency=concurrency, duration=seconds)
 

@@ -83,8 +83,9 @@ class Bench:
 
     def queue(self, reply: str, count: int) -> None:
         self.emulator.control("DELETE", "/emulator/script")
-        for start in range(0, count, 2000):
-            self.emulator.script([{"text": reply}] * min(2000, count - start))
+        batch = max(1, min(2000, 1_500_000 // (len(reply.encode()) + 20)))  # the emulator takes 2 MB a body
+        for start in range(0, count, batch):
+            self.emulator.script([{"text": reply}] * min(batch, count - start))
 
     def note_rss(self) -> None:
         self.rss.append((self.gateway_requests, rss_mb(self.gw_pid)))
@@ -118,11 +119,10 @@ class Bench:
 
     async def _block(self, target: Target, concurrency: int, duration: float) -> dict:
         before = (cpu_seconds(self.gw_pid), cpu_seconds(self.em_pid), self_cpu_seconds(), time.perf_counter())
-        samples, window = await run_closed_loop(target, concurrency=concurrency, duration=duration,
-                                                warmup=min(0.5, duration / 5))
+        samples, rate = await run_closed_loop(target, concurrency=concurrency, duration=duration, min_each=3)
         after = (cpu_seconds(self.gw_pid), cpu_seconds(self.em_pid), self_cpu_seconds(), time.perf_counter())
         wall = after[3] - before[3]
-        return {"done": len(samples), "window": window, "errors": sum(s.status != 200 for s in samples),
+        return {"done": len(samples), "rate": rate, "wall": wall, "errors": sum(s.status != 200 for s in samples),
                 "cpu": [(a - b) / wall for a, b in zip(after[:3], before[:3])],
                 "lat": [s.end - s.start for s in samples]}
 
@@ -142,9 +142,10 @@ class Bench:
                         if guess is None:
                             guess = (3000 if mode == "direct" else 800) if token_delay == 0 else (
                                 concurrency / (token_delay * 60))
-                        self.queue(reply, int(guess * (duration + 0.5) * 1.5) + 2 * concurrency)
+                        span = max(duration, 3.5 * concurrency / guess)  # every worker gets 3 answers
+                        self.queue(reply, int(guess * span * 1.5) + 4 * concurrency)
                         block = await self._block(direct if mode == "direct" else gateway, concurrency, duration)
-                        self.rate_guess[(mode, concurrency, token_delay)] = block["done"] / block["window"]
+                        self.rate_guess[(mode, concurrency, token_delay)] = block["rate"]
                         if self.emulator.state()["script_remaining"] == 0:
                             self.results.setdefault("warnings", []).append(
                                 f"{label} c={concurrency} {mode}: the reply script ran dry")
@@ -153,9 +154,7 @@ class Bench:
                         acc[mode].append(block)
                 row = {"label": label, "concurrency": concurrency, "token_delay": token_delay}
                 for mode, blocks in acc.items():
-                    done = sum(b["done"] for b in blocks)
-                    window = sum(b["window"] for b in blocks)
-                    row[f"{mode}_rps"] = done / window
+                    row[f"{mode}_rps"] = sum(b["rate"] for b in blocks) / len(blocks)
                     row[f"{mode}_errors"] = sum(b["errors"] for b in blocks)
                     row[f"{mode}_cpu"] = [sum(b["cpu"][i] for b in blocks) / len(blocks) for i in range(3)]
                     row[f"{mode}_p50_ms"] = pct([x for b in blocks for x in b["lat"]], 0.5) * 1e3
@@ -265,8 +264,7 @@ class Bench:
         direct = self.direct_target(workload.tool_request(stream=False), workload.TOOL_REPLY)
         out: dict = {}
         self.queue(workload.TOOL_REPLY, int(4000 * duration))
-        samples, window = await run_closed_loop(direct, concurrency=concurrency, duration=duration, warmup=0.5)
-        out["loadgen"] = len(samples) / window
+        _, out["loadgen"] = await run_closed_loop(direct, concurrency=concurrency, duration=duration)
         enough = int(out["loadgen"] * 2 * (duration + 1))
         with tempfile.TemporaryDirectory() as tmp:
             body_file = Path(tmp) / "body.json"

@@ -43,6 +43,8 @@ def prepare_request(request: ChatCompletionRequest) -> PreparedRequest:
 
 
 def _check_request(request: ChatCompletionRequest) -> None:
+    if not request.messages:
+        raise InvalidRequestError("Invalid 'messages': empty array. Expected at least one message.", param="messages")
     if request.tools and request.functions:
         raise InvalidRequestError(
             "'functions' and 'tools' cannot both be provided. 'functions' are deprecated; "
@@ -232,12 +234,48 @@ def _resolve_refs(tool: dict, legacy: bool) -> dict:
     if not isinstance(params, dict) or "$ref" not in json.dumps(params):
         return tool
     try:
-        resolved = copy.deepcopy(jsonref.JsonRef.replace_refs(params))
+        # the loader refuses every document but this one: a request must not make the gateway read a
+        # URL or a local file (file:// refs would put the file in the prompt)
+        resolved = copy.deepcopy(jsonref.JsonRef.replace_refs(params, loader=_refuse_remote_ref))
+        size = _expanded_size(resolved, {}, set())
     except (RecursionError, jsonref.JsonRefError, KeyError, TypeError, ValueError) as exc:
         raise InvalidRequestError(
             f"function {fn.get('name')!r}: cannot resolve '$ref' in parameters ({exc.__class__.__name__}); "
             "references must point inside the schema and must not be recursive",
             param="tools",
         ) from None
+    if size > MAX_EXPANDED_SCHEMA_NODES:
+        raise InvalidRequestError(
+            f"function {fn.get('name')!r}: its parameters grow to more than {MAX_EXPANDED_SCHEMA_NODES} "
+            "schema nodes once '$ref's are expanded",
+            param="tools",
+        )
     fn = {**fn, "parameters": resolved}
     return fn if legacy else {**tool, "function": fn}
+
+
+# Expanding refs can multiply a small schema (each level referring twice to the next doubles it): a bound
+# keeps one request from making a prompt of gigabytes.
+MAX_EXPANDED_SCHEMA_NODES = 100_000
+
+
+def _refuse_remote_ref(uri: str) -> Any:
+    raise ValueError(f"'$ref' to another document ({uri!r}) is not followed")
+
+
+def _expanded_size(node: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """Nodes of ``node`` written out as a tree; shared sub-schemas are counted once per use, without
+    walking them again. A cycle (a recursive ref) raises ValueError."""
+    if not isinstance(node, (dict, list)):
+        return 1
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ValueError("recursive '$ref'")
+    open_.add(key)
+    children = node.values() if isinstance(node, dict) else node
+    total = 1 + sum(_expanded_size(child, sizes, open_) for child in children)
+    open_.discard(key)
+    sizes[key] = min(total, MAX_EXPANDED_SCHEMA_NODES + 1)
+    return sizes[key]

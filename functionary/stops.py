@@ -10,12 +10,13 @@ from __future__ import annotations
 
 
 class StopTrimmer:
-    __slots__ = ("_stops", "_prefixes", "_longest", "_tail")
+    __slots__ = ("_stops", "_prefixes", "_longest", "_firsts", "_tail")
 
     def __init__(self, stops: tuple[str, ...] | list[str]) -> None:
         self._stops = tuple(sorted({s for s in stops if s}, key=len, reverse=True))
         self._prefixes = frozenset(s[:i] for s in self._stops for i in range(1, len(s)))
         self._longest = max((len(s) for s in self._stops), default=0)
+        self._firsts = tuple({s[0] for s in self._stops})  # a held suffix starts with one of these
         self._tail = ""
 
     def feed(self, text: str) -> str:
@@ -25,6 +26,13 @@ class StopTrimmer:
         tail = self._tail + text
         if not tail:
             return ""
+        window = tail[-self._longest :]
+        for first in self._firsts:
+            if first in window:
+                break
+        else:  # the common token: nothing in reach of a stop's first character
+            self._tail = ""
+            return tail
         keep = 0
         # the longest suffix of ``tail`` that is a prefix of a stop (or a whole stop) is held back
         for n in range(min(len(tail), self._longest), 0, -1):

@@ -22,14 +22,20 @@ from functionary.errors import GatewayError
 from functionary.openai_types import ChatCompletionRequest, Delta
 from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
-from functionary.templates.base import PreparedRequest, PromptTemplate
-from tgi.errors import UpstreamGenerationError, UpstreamTimeoutError
+from functionary.templates.base import ParsedOutput, PreparedRequest, PromptTemplate
+from tgi.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError
+from tgi.grammar import GrammarPlan, GrammarSupport, plan_grammar
+from tgi.guided import GuidedGeneration
 from tgi.metrics import RequestRecord
 from tgi.params import Limits, check_supported, generate_parameters, max_new_tokens, user_stops
+from tgi.pool import lost_endpoint
+from tgi.sse import coalesce
+from tgi.types import GenerateParameters, GenerateRequest
 
 log = logging.getLogger("gateway.chat")
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_str = json.encoder.encode_basestring  # what _DUMPS writes for a str (C speed-up when available)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +46,13 @@ class Plan:
     prepared: PreparedRequest
     prompt: str
     prompt_tokens: int  # local estimate; TGI's input_length wins when it reports one
-    parameters: dict
+    parameters: GenerateParameters
     stops: tuple[str, ...]  # everything trimmed from the output: template stops, EOS, user stops
     n: int
     logprobs: bool
     include_usage: bool
     record: RequestRecord | None = None  # ops: filled for the log line and /metrics (tgi/metrics.py)
+    grammar: GrammarPlan | None = None  # what TGI grammars constrain (tgi/grammar.py); None: one plain generation
 
 
 @dataclass(slots=True)
@@ -70,8 +77,10 @@ class ChatService:
         model_name: str,
         count_tokens: Callable[[str], int],
         request_timeout: float | None = None,
+        grammar: GrammarSupport | None = None,
     ) -> None:
         self.template = template
+        self.grammar = grammar if grammar is not None else GrammarSupport("off")
         self.request_timeout = request_timeout  # seconds for a whole request (None = no limit)
         self.pool = pool
         self.limits = limits
@@ -106,19 +115,26 @@ class ChatService:
             logprobs=bool(request.logprobs),
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             record=record,
+            grammar=plan_grammar(prepared=prepared, response_format=request.response_format, template=self.template,
+                                 support=self.grammar),
         )
 
-    def _body(self, plan: Plan, index: int) -> dict:
+    def _body(self, plan: Plan, index: int) -> GenerateRequest:
         params = plan.parameters
-        if index and params.get("do_sample") and "seed" in params:
-            params = {**params, "seed": (params["seed"] + index) % (2**64)}
-        return {"inputs": plan.prompt, "parameters": params}
+        if index and params.do_sample and params.seed is not None:
+            params = params.model_copy(update={"seed": (params.seed + index) % (2**64)})
+        return GenerateRequest(inputs=plan.prompt, parameters=params)
 
     # -- one choice -------------------------------------------------------------------------
 
     async def _choice(self, plan: Plan, index: int) -> AsyncIterator[ChoiceResult]:
         """Yields one ChoiceResult per TGI event that produced something, the last one carrying
         the finish reason and token counts."""
+        if plan.grammar is not None:
+            async with aclosing(self._guided_choice(plan, index)) as results:
+                async for out in results:
+                    yield out
+            return
         parser = self.template.stream_parser(plan.prepared)
         assembler = DeltaAssembler(plan.prepared)
         trimmer = StopTrimmer(plan.stops)
@@ -180,6 +196,8 @@ class ChatService:
     async def _collect(self, plan: Plan, index: int):
         # The complete answer is the full parse of the same text the stream would carry: the
         # parsers guarantee that both agree.
+        if plan.grammar is not None:
+            return await self._guided_collect(plan, index)
         trimmer = StopTrimmer(plan.stops)
         parts: list[str] = []
         logprobs: list[dict] = []
@@ -210,16 +228,72 @@ class ChatService:
         completion_tokens = details.generated_tokens if details is not None else final.index
         return message, reason, logprobs, getattr(details, "input_length", None), completion_tokens
 
+    # -- guided by grammars (tgi/guided.py): the same results from several TGI generations ----
+
+    def _guided(self, plan: Plan, index: int, *, buffered: bool) -> GuidedGeneration:
+        return GuidedGeneration(
+            plan=plan.grammar, template=self.template, prepared=plan.prepared, prompt=plan.prompt,
+            parameters=self._body(plan, index).parameters, stops=plan.stops, pool=self.pool, support=self.grammar,
+            limits=self.limits, count_tokens=self.count_tokens, record=plan.record, buffered=buffered,
+        )
+
+    async def _guided_choice(self, plan: Plan, index: int) -> AsyncIterator[ChoiceResult]:
+        assembler = DeltaAssembler(plan.prepared)
+        async with aclosing(self._guided(plan, index, buffered=False).steps()) as steps:
+            async for step in steps:
+                out = ChoiceResult(deltas=assembler.deltas(step.events) if step.events else [])
+                event = step.token
+                if plan.logprobs and event is not None and not (event.token.special and event.details is not None):
+                    out.logprobs.append(_token_logprob(event))
+                if step.done:
+                    out.finish_reason = finish_reason(
+                        has_calls=assembler.has_calls, prepared=plan.prepared,
+                        stopped_on_length=step.finish_reason == "length",
+                    )
+                    out.prompt_tokens, out.completion_tokens = step.prompt_tokens, step.completion_tokens
+                    yield out
+                    return
+                if out.deltas or out.logprobs:
+                    yield out
+
+    async def _guided_collect(self, plan: Plan, index: int):
+        events: list = []
+        logprobs: list[dict] = []
+        last = None
+        async with aclosing(self._guided(plan, index, buffered=True).steps()) as steps:
+            async for step in steps:
+                events += step.events
+                event = step.token
+                if plan.logprobs and event is not None and not (event.token.special and event.details is not None):
+                    logprobs.append(_token_logprob(event))
+                last = step
+        parsed = ParsedOutput.from_events(events)
+        message = build_message(parsed, plan.prepared).model_dump(exclude_none=True)
+        message.setdefault("content", None)
+        reason = finish_reason(
+            has_calls=bool(parsed.tool_calls), prepared=plan.prepared, stopped_on_length=last.finish_reason == "length"
+        )
+        return message, reason, logprobs, last.prompt_tokens, last.completion_tokens
+
     # -- streaming --------------------------------------------------------------------------
 
     async def stream(self, plan: Plan) -> AsyncIterator[bytes]:
         """SSE bytes. The first TGI event is awaited before the first byte is produced, so an error
         before generation starts surfaces as an exception (an HTTP error), not as a stream."""
         deadline = self._deadline()
-        sources = [self._choice(plan, i) for i in range(plan.n)]
-        merged = _merge(sources) if plan.n > 1 else _tag(sources[0], 0)
-        first = await self._before(deadline, merged.__anext__())
-        return self._sse(plan, merged, first, deadline)
+        for attempt in (0, 1):
+            sources = [self._choice(plan, i) for i in range(plan.n)]
+            merged = _merge(sources) if plan.n > 1 else _tag(sources[0], 0)
+            try:
+                first = await self._before(deadline, merged.__anext__())
+                break
+            except UpstreamError as exc:
+                # pool: TGI tokens came but no output was made from them when the endpoint was lost; the
+                # client has seen nothing, so start over once (the pool routes around the lost endpoint)
+                await merged.aclose()
+                if attempt or not lost_endpoint(exc):
+                    raise
+        return coalesce(self._sse(plan, merged, first, deadline))  # one write per burst of tokens
 
     def _deadline(self) -> float | None:
         if self.request_timeout is None:
@@ -254,7 +328,7 @@ class ChatService:
                 for j, delta in enumerate(deltas):
                     if delta.tool_calls is not None or delta.function_call is not None:
                         calls += _calls_started(delta)
-                    yield _chunk(prefix, index, _delta_dict(delta), None, lp if j == 0 else None)
+                    yield _delta_chunk(prefix, index, delta, lp if j == 0 else None)
                 if lp is not None and not deltas:
                     yield _chunk(prefix, index, {}, None, lp)
                 if result.finish_reason is not None:
@@ -340,6 +414,24 @@ def _delta_dict(delta: Delta) -> dict:
         fc["arguments"] = delta.function_call.arguments or ""
         out["function_call"] = fc
     return out
+
+
+def _delta_chunk(prefix: bytes, index: int, delta: Delta, logprobs: dict | None) -> bytes:
+    """``_chunk(prefix, index, _delta_dict(delta), None, logprobs)``, byte for byte. The delta of nearly every
+    token (text, or more arguments of the current call) is written without building and encoding dicts, which
+    cost a tenth of a streamed token (bench/RESULTS.md)."""
+    if logprobs is None and delta.function_call is None:
+        calls = delta.tool_calls
+        if calls is None and delta.content is not None:
+            return b'data: %s{"index":%d,"delta":{"content":%s},"logprobs":null,"finish_reason":null}]}\n\n' % (
+                prefix, index, _json_str(delta.content).encode())
+        if delta.content is None and calls is not None and len(calls) == 1:
+            call = calls[0]
+            if call.id is None and call.function.name is None:
+                return (b'data: %s{"index":%d,"delta":{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]},'
+                        b'"logprobs":null,"finish_reason":null}]}\n\n'
+                        % (prefix, index, call.index, _json_str(call.function.arguments or "").encode()))
+    return _chunk(prefix, index, _delta_dict(delta), None, logprobs)
 
 
 def _chunk(prefix: bytes, index: int, delta: dict, finish: str | None, logprobs: dict | None) -> bytes:

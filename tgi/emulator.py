@@ -24,7 +24,10 @@ a newline, a run of blanks. Ids are stable (well-known ids for common special to
 Where replies come from: a FIFO script of replies (``--script FILE`` or ``POST /emulator/script``), each
 generation popping one; when the script is empty (always with ``--demo``) a demo reply: a Functionary-style call
 of the prompt's first tool in the format the prompt's special tokens show (v1, v2, v2.llama3, v3.llama3,
-v3-llama3.1, Qwen-style ``<tools>``, DeepSeek-R1), or a short text when there is no tool. A reply is
+v3-llama3.1, Qwen-style ``<tools>``, DeepSeek-R1), or a short text when there is no tool; under a ``grammar``
+the demo reply fits it (a valid instance of a json schema, a regex's literal alternative or the part of the
+natural reply that matches) and ends with the family's EOS, and a prompt that ends right after a complete call
+gets the EOS alone. Scripted replies are sent as written, grammar or not. A reply is
 ``{"tokens": [{"text", "special"?, "id"?, "logprob"?, "delay_s"?, "eos"?}], "finish_reason"?, "delay_s"?,
 "prefill_delay_s"?, "fail_after"?, "cut_after"?, "reset_after"?, "incomplete_after"?, "split_utf8"?,
 "error"?: {"error", "error_type"}}`` or ``{"text": "Hi!<|eot_id|>"}`` (tokenized as above). A token is an EOS
@@ -322,15 +325,19 @@ _USE_FUNCTION_RE = re.compile(r"Use the function '([^'\n]+)' to[^\n]*\n([^\n]*)"
 
 
 def demo_reply(prompt: str, *, grammar: dict | None, eos_texts) -> Reply:
-    """A plausible Functionary answer to ``prompt``.
-
-    ``grammar`` is accepted and ignored for now: honouring it (answering JSON that fits the schema) belongs here.
-    """
-    return Reply(tokens_from_text(demo_output(prompt), eos_texts), source="demo")
+    """A plausible Functionary answer to ``prompt``; under a (validated) ``grammar`` an answer that fits it
+    followed by the family's EOS, as a constrained generation ends."""
+    text = demo_output(prompt)
+    if grammar is not None:
+        text = _constrained_output(grammar, text, _family_eos(prompt))
+    return Reply(tokens_from_text(text, eos_texts), source="demo")
 
 
 def demo_output(prompt: str) -> str:
     """The raw text, special tokens inline, that a Functionary model would write after ``prompt``."""
+    done = _demo_after_call(prompt)
+    if done is not None:
+        return done
     if "<|recipient|>" in prompt:
         return _demo_v2(prompt)
     if "<|END_OF_USER|>" in prompt or "<|END_OF_SYSTEM|>" in prompt:
@@ -343,6 +350,176 @@ def demo_output(prompt: str) -> str:
     if "<|start_header_id|>" in prompt:
         return _demo_llama3(prompt)
     return DEMO_TEXT + eos
+
+
+def _demo_after_call(prompt: str) -> str | None:
+    """The EOS when the prompt ends right after a complete call (a guided generation goes on from there): a
+    model done with its calls stops."""
+    if prompt.endswith("</function>"):
+        return "<|eom_id|>"
+    if prompt.endswith("</tool_call>"):
+        return _family_eos(prompt)
+    tail = _tail_after(prompt, LLAMA3_GENERATION) if "<|start_header_id|>" in prompt else ""
+    if tail.startswith(">>>"):  # v3.llama3: ">>>name\n{complete JSON}"
+        name, _, body = tail.rsplit(">>>", 1)[1].partition("\n")
+        if name not in ("", "all") and body.strip().startswith("{"):
+            try:
+                json.loads(body)
+                return "<|eot_id|>"
+            except ValueError:
+                pass
+    return None
+
+
+# A grammar-constrained demo answer: a valid instance of a JSON schema, or for a regex the longest prefix of the
+# natural answer that matches, else one of the regex's literal alternatives or a small JSON object.
+
+
+def _constrained_output(grammar: dict, natural: str, eos: str) -> str:
+    if grammar["type"] == "regex":
+        found = _regex_output(grammar["value"], natural)
+        return natural if found is None else found + eos  # a regex we cannot satisfy: not honoured
+    schema = grammar["value"]
+    if isinstance(schema, str):
+        schema = json.loads(schema)
+    return json.dumps(schema_instance(schema), ensure_ascii=False) + eos
+
+
+def _regex_output(pattern: str, natural: str) -> str | None:
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return None
+    body = natural[:512]
+    for end in range(len(body), 0, -1):
+        if compiled.fullmatch(body, 0, end):
+            return body[:end]
+    for candidate in (*_regex_literals(pattern), '{"answer": ' + json.dumps(DEMO_TEXT) + "}", "{}"):
+        if compiled.fullmatch(candidate):
+            return candidate
+    return None
+
+
+def _regex_literals(pattern: str) -> list:
+    """The alternatives of ``(?:lit|lit...)`` with their escapes undone ([] for any other shape)."""
+    if not (pattern.startswith("(?:") and pattern.endswith(")")):
+        return []
+    out, current, i, body = [], [], 0, pattern[3:-1]
+    escapes = {"n": "\n", "t": "\t", "r": "\r"}
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            current.append(escapes.get(body[i + 1], body[i + 1]))
+            i += 2
+            continue
+        if c == "|":
+            out.append("".join(current))
+            current = []
+        elif c in "()[]*+?{}.^$":
+            return []
+        else:
+            current.append(c)
+        i += 1
+    out.append("".join(current))
+    return out
+
+
+_FORMATS = {"date": "2024-01-01", "date-time": "2024-01-01T12:00:00Z", "time": "12:00:00",
+            "email": "user@example.com", "uuid": "123e4567-e89b-12d3-a456-426614174000",
+            "uri": "https://example.com/"}
+
+
+def schema_instance(schema, root=None, name: str = "value", depth: int = 0):
+    """A value valid under ``schema`` (local ``$ref``s, ``const``, ``enum``, ``anyOf``/``oneOf``/``allOf``,
+    required properties, nested objects and arrays, string lengths and formats, number bounds); string
+    ``pattern``s are not followed."""
+    root = schema if root is None else root
+    if depth > 12 or not isinstance(schema, dict):
+        return _demo_string(name)
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        target = root
+        for part in ref[1:].split("/"):
+            if part and isinstance(target, dict):
+                target = target.get(part.replace("~1", "/").replace("~0", "~"))
+        return schema_instance(target, root, name, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return schema_instance(options[0], root, name, depth + 1)
+    if isinstance(schema.get("allOf"), list):
+        return schema_instance(_merge_all_of(schema), root, name, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = [k for k in schema.get("required") or () if isinstance(k, str)]
+        keys = [k for k in props if k in required] + [k for k in required if k not in props]
+        return {key: schema_instance(props.get(key, {}), root, key, depth + 1) for key in keys}
+    if kind == "array":
+        if isinstance(schema.get("prefixItems"), list):
+            return [schema_instance(item, root, name, depth + 1) for item in schema["prefixItems"]]
+        low, high = schema.get("minItems") or 0, schema.get("maxItems")
+        count = max(low, 1 if high is None or high >= 1 else 0)
+        return [schema_instance(schema.get("items", {}), root, name, depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        return _number_instance(schema, kind == "integer")
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    value = _FORMATS.get(schema.get("format")) or _demo_string(name)
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    if isinstance(low, int) and len(value) < low:
+        value += "x" * (low - len(value))
+    if isinstance(high, int) and len(value) > high:
+        value = value[:high]
+    return value
+
+
+def _merge_all_of(schema: dict) -> dict:
+    merged = {key: value for key, value in schema.items() if key != "allOf"}
+    for part in schema["allOf"]:
+        if not isinstance(part, dict):
+            continue
+        for key, value in part.items():
+            if key == "properties" and isinstance(value, dict):
+                merged["properties"] = {**merged.get("properties", {}), **value}
+            elif key == "required" and isinstance(value, list):
+                merged["required"] = [*merged.get("required", []), *value]
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_instance(schema: dict, integer: bool):
+    step = 1 if integer else 0.5
+    value = 1
+    if _is_number(schema.get("minimum")):
+        value = schema["minimum"]
+    elif _is_number(schema.get("exclusiveMinimum")):
+        value = schema["exclusiveMinimum"] + step
+    if _is_number(schema.get("maximum")) and value > schema["maximum"]:
+        value = schema["maximum"]
+    if _is_number(schema.get("exclusiveMaximum")) and value >= schema["exclusiveMaximum"]:
+        value = schema["exclusiveMaximum"] - step
+    multiple = schema.get("multipleOf")
+    if _is_number(multiple) and multiple > 0:
+        value = math.ceil(value / multiple) * multiple
+    if integer:
+        return int(math.ceil(value))
+    return int(value) if float(value).is_integer() else value
 
 
 def _family_eos(prompt: str) -> str:
@@ -1367,9 +1544,11 @@ class Emulator:
     def _next_reply(self, valid: Valid) -> Reply:
         if self.script and not self.faults["demo"]:
             return self.script.popleft()
+        if valid.grammar is not None:  # not cached: the same inputs get another answer without the grammar
+            return demo_reply(valid.inputs, grammar=valid.grammar, eos_texts=self.limits.eos_texts)
         cached = self._demo_cache.get(valid.inputs)
-        if cached is None or valid.grammar is not None:
-            cached = demo_reply(valid.inputs, grammar=valid.grammar, eos_texts=self.limits.eos_texts)
+        if cached is None:
+            cached = demo_reply(valid.inputs, grammar=None, eos_texts=self.limits.eos_texts)
             if len(self._demo_cache) > 256:
                 self._demo_cache.clear()
             self._demo_cache[valid.inputs] = cached

@@ -33,7 +33,7 @@ class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "status", "error_type", "error_code", "first_token_at",
         "prompt_tokens", "completion_tokens", "tool_calls", "endpoint", "retries", "stream", "completion_id",
-        "model", "finished",
+        "model", "finished", "lost",
     )
 
     def __init__(self, request_id: str, method: str, path: str) -> None:
@@ -54,6 +54,7 @@ class RequestRecord:
         self.completion_id: str | None = None
         self.model: str | None = None
         self.finished = False  # the last body part was sent
+        self.lost: list[str] = []  # endpoints lost mid-generation (a retry avoids them)
 
     def usage(self, prompt_tokens: int, completion_tokens: int, tool_calls: int) -> None:
         self.prompt_tokens, self.completion_tokens, self.tool_calls = prompt_tokens, completion_tokens, tool_calls

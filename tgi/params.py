@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from functionary.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedRequestError
 from functionary.openai_types import ChatCompletionRequest
+from tgi.types import GenerateParameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +76,9 @@ def generate_parameters(
     stops: list[str],
     limits: Limits,
     seed: int | None = None,
-) -> dict:
+) -> GenerateParameters:
     """The ``parameters`` object of a TGI generate request (only set keys: TGI rejects null for
-    several fields)."""
+    several fields). Its ``grammar`` is set per generation by the guided path (tgi/guided.py)."""
     params: dict = {"max_new_tokens": new_tokens, "details": True}
     temperature = request.temperature
     top_p = request.top_p
@@ -109,4 +110,4 @@ def generate_parameters(
         params["stop"] = stops
     if request.logprobs and request.top_logprobs:
         params["top_n_tokens"] = request.top_logprobs
-    return params
+    return GenerateParameters(**params)

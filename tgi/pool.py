@@ -10,7 +10,9 @@ reset connection, 502/503/504, no answer in time, TGI's 429 ``overloaded``) is s
 endpoint at most once per generation. Once a token was passed on it is never retried: the client has seen
 output. A ``buffered`` generation (the non-streaming path, where the client sees nothing until the end) holds
 its events until the final one, so an endpoint dying mid-generation is retried too. Errors that TGI itself
-reports (validation, a failed generation) are never retried: another endpoint would answer the same.
+reports (validation, a failed generation) are never retried: another endpoint would answer the same. (A stream
+whose first TGI tokens made no output yet, e.g. a tool name still being read, is started over by its consumer
+when :func:`lost_endpoint` says the endpoint was lost: ``ChatService.stream``.)
 
 Health: a background task polls ``GET /health`` of every endpoint every ``health_interval`` seconds. An
 endpoint is ejected (no new requests) after ``eject_after`` consecutive failures, counting both health checks
@@ -37,7 +39,7 @@ from tgi.errors import UpstreamError, UpstreamGenerationError, UpstreamOverloade
 
 log = logging.getLogger("gateway.pool")
 
-__all__ = ["EndpointPool", "EndpointStats", "same_model"]
+__all__ = ["EndpointPool", "EndpointStats", "lost_endpoint", "same_model"]
 
 # Client-side codes for a connection that broke or went silent: the endpoint, not the request, failed.
 _TRANSPORT_CODES = frozenset({"incomplete_generation_stream", "upstream_timeout"})
@@ -210,9 +212,11 @@ class EndpointPool:
     async def generate_stream(self, body: dict, *, record=None, buffered: bool = False) -> AsyncIterator:
         """TGI's events for ``body`` from one endpoint (see the module docstring for retries).
 
-        ``record`` (a :class:`tgi.metrics.RequestRecord`) gets the endpoint used, the retry count and the
-        time of the first token. ``buffered`` holds the events back until the final one."""
-        tried: set[int] = set()
+        ``record`` (a :class:`tgi.metrics.RequestRecord`, or anything with ``endpoint``, ``retries`` and
+        ``first_token_at``) gets the endpoint used, the retry count and the time of the first token; its ``lost``
+        list, when it has one, names the endpoints lost mid-generation, which a new call avoids. ``buffered``
+        holds the events back until the final one."""
+        tried = self._lost_by(record)
         last_error: UpstreamError | None = None
         while True:
             endpoint = await self._acquire(tried)
@@ -237,7 +241,14 @@ class EndpointPool:
                         else:
                             yield event
             except UpstreamError as exc:
-                if not _endpoint_failed(exc) or (started and not buffered):
+                if started and not buffered:
+                    if lost_endpoint(exc):
+                        self._failed(endpoint)
+                        lost = getattr(record, "lost", None)
+                        if lost is not None:  # a consumer that starts over avoids it (ChatService.stream)
+                            lost.append(endpoint.client.base_url)
+                    raise
+                if not _endpoint_failed(exc):
                     raise
                 if not isinstance(exc, UpstreamOverloadedError) and exc.code != "upstream_pool_exhausted":
                     self._failed(endpoint)
@@ -251,6 +262,14 @@ class EndpointPool:
             for event in held:
                 yield event
             return
+
+    def _lost_by(self, record) -> set[int]:
+        """The endpoints this request already lost mid-generation, unless that is all of them."""
+        urls = getattr(record, "lost", None)
+        if not urls:
+            return set()
+        lost = {i for i, e in enumerate(self._endpoints) if e.client.base_url in urls}
+        return lost if len(lost) < len(self._endpoints) else set()
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -302,9 +321,13 @@ class EndpointPool:
                 log.exception("endpoint health check failed")
 
 
+def lost_endpoint(exc: BaseException) -> bool:
+    """Whether ``exc`` is a connection to TGI that broke or went silent after TGI had answered: the endpoint
+    was lost mid-generation (not an error that TGI itself reported)."""
+    return isinstance(exc, UpstreamGenerationError) and exc.upstream_type is None and exc.code in _TRANSPORT_CODES
+
+
 def _endpoint_failed(exc: UpstreamError) -> bool:
     """Whether ``exc`` says the endpoint could not serve (worth another endpoint), not that TGI refused or
     failed the request itself."""
-    if isinstance(exc, (UpstreamUnavailableError, UpstreamOverloadedError)):
-        return True
-    return isinstance(exc, UpstreamGenerationError) and exc.upstream_type is None and exc.code in _TRANSPORT_CODES
+    return isinstance(exc, (UpstreamUnavailableError, UpstreamOverloadedError)) or lost_endpoint(exc)

@@ -26,6 +26,7 @@ from functionary.errors import GatewayError
 from functionary.templates import get_template
 from tgi.chat import ChatService
 from tgi.client import TGIClient
+from tgi.grammar import GrammarSupport
 from tgi.errors import UpstreamError
 from tgi.params import Limits
 from tgi.pool import EndpointPool, same_model
@@ -159,15 +160,33 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
             health_interval=getattr(settings, "health_interval", 5.0), eject_after=getattr(settings, "eject_after", 2),
             reference=reference, down=[c.base_url for c in clients if c not in up],
         ))
+        grammar = await _grammar_support(getattr(settings, "grammar", "auto"), clients, up)
         chat = ChatService(
             template=template, pool=pool, limits=limits, model_name=settings.model_name,
             count_tokens=token_counter(model_dir), request_timeout=getattr(settings, "request_timeout", None),
+            grammar=grammar,
         )
         names = {settings.model_name, settings.model}
         yield Runtime(
             chat=chat, pool=pool, limits=limits, model_names=frozenset(names), template_version=version,
             started=int(time.time()), backend="tgi-emulator (canned answers, not a model)" if settings.emulator else "tgi",
         )
+
+
+async def _grammar_support(mode: str, clients: list[TGIClient], up: list[TGIClient]) -> GrammarSupport:
+    """``--grammar``: probe the answering endpoints (no generation); ``on`` refuses to start over one that
+    refuses grammars."""
+    support = GrammarSupport(mode, [c.base_url for c in clients])
+    await support.probe(up)
+    refusing = [url for url, ok in support.endpoints.items() if ok is False]
+    if mode == "on" and refusing:
+        raise StartupError(
+            "--grammar on, but TGI at " + ", ".join(refusing) + " refuses grammars (launched with "
+            "--disable-grammar-support): relaunch it without that flag, or use --grammar auto"
+        )
+    if mode != "off":
+        log.info("grammar %s: %s", mode, "in use" if support.active else "not in use (TGI refuses grammars)")
+    return support
 
 
 @asynccontextmanager

@@ -100,6 +100,20 @@ def render_calls(calls: Iterable[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
+class FunctionTagGrammar:
+    """The grammar hooks of :class:`~functionary.templates.base.PromptTemplate` for this format
+    (mixed in before the base class)."""
+
+    def call_prefix(self, name: str) -> str | None:
+        return f"{FUNCTION_OPEN}{name}>"
+
+    def call_suffix(self, name: str) -> str:
+        return FUNCTION_CLOSE
+
+    def content_prefix(self) -> str | None:
+        return ""
+
+
 def choice_prefix(prepared: PreparedRequest) -> str:
     """What the prompt ends with to enforce the tool choice (the parser starts after it)."""
     choice = prepared.choice

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from functionary.templates._qwen_calls import CALL_OPEN, QwenCallParser
+from functionary.templates._qwen_calls import CALL_CLOSE, CALL_OPEN, QwenCallParser
 from functionary.templates.base import PreparedRequest, PromptTemplate, StreamParser
 
 CODE_INTERPRETER_TOOL = {
@@ -114,6 +114,15 @@ class QwenFamilyTemplate(PromptTemplate):
             return CALL_OPEN + "\n"
         if choice.kind == "named":
             return CALL_OPEN + '\n{"name": "' + choice.name + '", "arguments'
+        return ""
+
+    def call_prefix(self, name: str) -> str | None:
+        return CALL_OPEN + '\n{"name": "' + name + '", "arguments": '
+
+    def call_suffix(self, name: str) -> str:
+        return "}\n" + CALL_CLOSE
+
+    def content_prefix(self) -> str | None:
         return ""
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:

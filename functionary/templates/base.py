@@ -194,3 +194,20 @@ class PromptTemplate:
     def check(self, prepared: PreparedRequest) -> None:
         """Raise InvalidRequestError/UnsupportedRequestError for requests this version cannot
         render (called before render). Default: everything is fine."""
+
+    # -- grammar hooks (tgi/guided.py constrains a call's arguments or the answer with TGI grammars)
+
+    def call_prefix(self, name: str) -> str | None:
+        """The text that opens a call of ``name``, as the model writes it, up to where its JSON
+        arguments begin (``>>>name\\n`` for v3.llama3); it may start inside the generation prompt.
+        ``None`` (the default) means this version's calls cannot be grammar-constrained."""
+        return None
+
+    def call_suffix(self, name: str) -> str:
+        """The text that closes a call after its arguments ("" when the JSON closes it)."""
+        return ""
+
+    def content_prefix(self) -> str | None:
+        """The text that opens a plain-text answer ("" when text starts right away); ``None`` (the
+        default) means ``response_format`` cannot be grammar-constrained for this version."""
+        return None

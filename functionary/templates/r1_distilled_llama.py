@@ -11,6 +11,7 @@ plain text there).
 from __future__ import annotations
 
 from functionary.templates._llama31_calls import (
+    FunctionTagGrammar,
     FunctionTagParser,
     choice_prefix,
     render_calls,
@@ -26,7 +27,7 @@ END_OF_SENTENCE = "<｜end▁of▁sentence｜>"
 EOM = "<|eom_id|>"
 
 
-class R1DistilledLlamaTemplate(PromptTemplate):
+class R1DistilledLlamaTemplate(FunctionTagGrammar, PromptTemplate):
     version = "r1_distilled_llama"
     stop_tokens = (END_OF_SENTENCE, EOM)
     eos_tokens = (END_OF_SENTENCE,)
@@ -60,6 +61,9 @@ class R1DistilledLlamaTemplate(PromptTemplate):
         parts.append(ASSISTANT)
         parts.append(choice_prefix(prepared))
         return "".join(parts)
+
+    def content_prefix(self) -> str | None:
+        return None  # the answer opens with its reasoning: a JSON-only answer would cut it out
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         return FunctionTagParser(prepared)

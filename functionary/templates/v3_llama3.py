@@ -88,6 +88,12 @@ class V3Llama3Template(PromptTemplate):
             return f"{choice.name}\n"
         return ""
 
+    def call_prefix(self, name: str) -> str | None:
+        return f"{SEPARATOR}{name}\n"
+
+    def content_prefix(self) -> str | None:
+        return f"{SEPARATOR}all\n"
+
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         known = {"all", "python"}
         for tool in prepared.tools:

@@ -12,6 +12,7 @@ Calls are ``<function=name>{json}</function>`` and ``<|python_tag|>code`` (see
 from __future__ import annotations
 
 from functionary.templates._llama31_calls import (
+    FunctionTagGrammar,
     FunctionTagParser,
     choice_prefix,
     render_calls,
@@ -31,7 +32,7 @@ def header(role: str) -> str:
     return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
 
 
-class V3Llama31Template(PromptTemplate):
+class V3Llama31Template(FunctionTagGrammar, PromptTemplate):
     version = "v3-llama3.1"
     stop_tokens = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
     eos_tokens = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")

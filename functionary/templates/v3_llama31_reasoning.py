@@ -9,6 +9,7 @@ Output parsing is v3-llama3.1's (upstream inherits it unchanged; ``<think>`` is 
 from __future__ import annotations
 
 from functionary.templates._llama31_calls import (
+    FunctionTagGrammar,
     FunctionTagParser,
     choice_prefix,
     render_calls,
@@ -21,7 +22,7 @@ from functionary.templates.v3_llama31 import EOM, EOT, GENERATION_PROMPT, IPYTHO
 REASONING = "Reasoning Mode: On\n\n"
 
 
-class V3Llama31ReasoningTemplate(PromptTemplate):
+class V3Llama31ReasoningTemplate(FunctionTagGrammar, PromptTemplate):
     version = "v3-llama3.1-reasoning"
     stop_tokens = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
     eos_tokens = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
