@@ -327,6 +327,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def client_gone(request: Request, exc: ClientDisconnect):
         # the client left while its body was being read: nobody gets this answer, and it is no server error
         log.info("request %s: the client went away before its body was read", _rid(request))
+        _note_error(request, "client_disconnected", None)
         return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)

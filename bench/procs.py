@@ -45,7 +45,7 @@ def self_cpu_seconds() -> float:
 
 @contextlib.contextmanager
 def running(*, template: str, workdir: Path, emulator_cpus: set[int] | None, gateway_cpus: set[int] | None,
-            gateway_args: tuple[str, ...] = ()) -> Iterator[tuple[EmulatorHandle, GatewayHandle]]:
+            gateway_args: tuple[str, ...] = ()) -> Iterator[tuple[EmulatorHandle, GatewayHandle, object]]:
     spec = get_template(template)
     specials = tuple(dict.fromkeys((*spec.special_tokens, *spec.stop_tokens, *spec.eos_tokens)))
     model_dir = make_model_dir(workdir / "model", special_tokens=specials)
@@ -55,4 +55,12 @@ def running(*, template: str, workdir: Path, emulator_cpus: set[int] | None, gat
                 "--no-launch", "--served-model-name", "functionary", *gateway_args]
         with start_gateway(args) as gateway:
             pin(gateway.process.pid, gateway_cpus)
-            yield emulator, gateway
+
+            @contextlib.contextmanager
+            def another(*extra: str) -> Iterator[GatewayHandle]:
+                """A second gateway over the same emulator, model and pinning, with ``extra`` arguments last."""
+                with start_gateway([*args, *extra]) as second:
+                    pin(second.process.pid, gateway_cpus)
+                    yield second
+
+            yield emulator, gateway, another

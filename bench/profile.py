@@ -73,7 +73,8 @@ def main() -> int:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     make_body, reply = WORKLOADS[args.workload]
     with tempfile.TemporaryDirectory() as tmp, running(template=workload.TEMPLATE, workdir=Path(tmp),
-                                                       emulator_cpus={0}, gateway_cpus={1}) as (emulator, gateway):
+                                                       emulator_cpus={0}, gateway_cpus={1},
+                                                       gateway_args=("--grammar", "off")) as (emulator, gateway, _):
         out = Path(tmp) / "stacks.txt"
         spy_proc = subprocess.Popen([spy, "record", "--pid", str(gateway.process.pid), "--format", "raw",
                                      "--rate", "500", "--duration", str(int(args.seconds)), "--output", str(out),

@@ -51,8 +51,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, args, emulator, gateway) -> None:
-        self.args, self.emulator, self.gateway = args, emulator, gateway
+    def __init__(self, args, emulator, gateway, another) -> None:
+        self.args, self.emulator, self.gateway, self.another = args, emulator, gateway, another
+        self.others: list[int] = []
         self.loadgen_cpus = args.loadgen_cpus
         self.gw_pid, self.em_pid = gateway.process.pid, emulator.process.pid
         self.gateway_requests = 0
@@ -98,14 +99,16 @@ class Bench:
         warm = max(rounds // 10, 20)
         self.queue(reply, 2 * (rounds + warm) + 10)
         await one_each([direct, gateway], rounds=warm)
+        cpu0 = cpu_seconds(self.gw_pid)
         d, g = await one_each([direct, gateway], rounds=rounds)
+        cpu = (cpu_seconds(self.gw_pid) - cpu0) / rounds
         self.gateway_requests += rounds + warm
         stream = bool(gw_body.get("stream"))
         key = (lambda s: s.first - s.start) if stream else (lambda s: s.end - s.start)
         dv, gv = [key(s) * 1e3 for s in d], [key(s) * 1e3 for s in g]
         bad = sum(s.status != 200 for s in d + g)
         out = {"name": name, "metric": "time to first token" if stream else "full answer", "n": rounds,
-               "errors": bad}
+               "errors": bad, "gateway_cpu_ms": cpu * 1e3}
         for q, label in ((0.5, "p50"), (0.99, "p99")):
             out[f"direct_{label}"] = pct(dv, q)
             out[f"gateway_{label}"] = pct(gv, q)
@@ -202,7 +205,7 @@ class Bench:
     async def parse_scaling(self, n: int) -> dict:
         """Gateway CPU per non-streamed answer of 1k and 16k tokens (the whole parse path, end to end)."""
         out = {}
-        for tokens, count in ((1000, n), (16000, max(n // 4, 3))):
+        for key, tokens, count in (("1k", 1000, n), ("16k", 16000, max(n // 4, 3))):
             reply = workload.long_reply(tokens)
             body = workload.chat_request(stream=False)
             gateway = self.gw_target(body)
@@ -211,13 +214,13 @@ class Bench:
             await one_each([gateway], rounds=2)
             cpu0 = cpu_seconds(self.gw_pid)
             (g,) = await one_each([gateway], rounds=count)
-            out[tokens] = {"gateway_cpu_ms": (cpu_seconds(self.gw_pid) - cpu0) / count * 1e3,
+            out[key] = {"gateway_cpu_ms": (cpu_seconds(self.gw_pid) - cpu0) / count * 1e3,
                            "gateway_ms": pct([s.end - s.start for s in g], 0.5) * 1e3}
             self.gateway_requests += count + 2
-        out["ratio"] = out[16000]["gateway_cpu_ms"] / out[1000]["gateway_cpu_ms"]
+        out["ratio"] = out["16k"]["gateway_cpu_ms"] / out["1k"]["gateway_cpu_ms"]
         self.results["parse_e2e"] = out
-        print(f"  parse 1k vs 16k tokens end to end: {out[1000]['gateway_cpu_ms']:.1f} ms vs "
-              f"{out[16000]['gateway_cpu_ms']:.1f} ms gateway CPU ({out['ratio']:.1f}x)", flush=True)
+        print(f"  parse 1k vs 16k tokens end to end: {out['1k']['gateway_cpu_ms']:.1f} ms vs "
+              f"{out['16k']['gateway_cpu_ms']:.1f} ms gateway CPU ({out['ratio']:.1f}x)", flush=True)
         self.note_rss()
         return out
 
@@ -240,24 +243,42 @@ class Bench:
         return {"requests": self.gateway_requests, "rss_mb": self.rss[-1][1]}
 
     async def grammar(self, rounds: int) -> dict:
-        """A named tool choice next to ``auto``: whether the gateway sends TGI a grammar, and what it costs."""
-        named = workload.tool_request(stream=False, tool_choice={"type": "function",
-                                                                 "function": {"name": "get_weather"}})
-        reply = '{"location": "New York, NY", "unit": "fahrenheit", "days": 5}' + workload.EOS
-        self.direct_target(named, reply)
-        self.emulator.script([{"text": reply}])
-        urllib.request.urlopen(urllib.request.Request(
-            self.gateway.base_url + "/v1/chat/completions", data=workload.encode(named),
-            headers={"content-type": "application/json"}), timeout=30).read()
-        sent = self.emulator.requests()[-1]["body"]["parameters"].get("grammar")
-        out = {"grammar_sent": sent is not None}
-        if sent is not None:
-            auto = await self.latency("tool call, tool_choice auto", workload.tool_request(stream=False),
-                                      workload.TOOL_REPLY, rounds)
-            forced = await self.latency("tool call, named tool_choice (grammar)", named, reply, rounds)
-            out.update(auto_p50=auto["gateway_p50"], named_p50=forced["gateway_p50"])
-        self.results["grammar"] = out
-        return out
+        """``--grammar on`` next to ``--grammar off`` (the gateway of every other phase): a tool call's arguments
+        under its tool's grammar take more TGI requests (free text, the arguments, free text again). The emulator
+        answers in demo mode here (it honours the grammars); both gateways are timed interleaved."""
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        cases = [("tool call, tool_choice auto", workload.tool_request(stream=False)),
+                 ("tool call, named tool_choice", workload.tool_request(stream=False, tool_choice=named)),
+                 ("tool call, tool_choice required", workload.tool_request(stream=False, tool_choice="required")),
+                 ("plain chat", workload.chat_request(stream=False))]
+        rows = []
+        self.emulator.faults(demo=True)
+        try:
+            with self.another("--grammar", "on") as guided:
+                self.others.append(guided.process.pid)
+                for name, body in cases:
+                    off = self.gw_target(body)
+                    on = Target("127.0.0.1", guided.port, "/v1/chat/completions", workload.encode(body))
+                    per_request = []
+                    for target in (off, on):
+                        before = self.emulator.state()["requests"]
+                        (samples,) = await one_each([target], rounds=10)
+                        if any(s.status != 200 for s in samples):
+                            raise RuntimeError(f"grammar phase: {name}: status {samples[0].status}")
+                        per_request.append((self.emulator.state()["requests"] - before) / 10)
+                    a, b = await one_each([off, on], rounds=rounds)
+                    self.gateway_requests += rounds + 10
+                    av, bv = [(s.end - s.start) * 1e3 for s in a], [(s.end - s.start) * 1e3 for s in b]
+                    row = {"name": name, "off_p50": pct(av, 0.5), "on_p50": pct(bv, 0.5), "off_p99": pct(av, 0.99),
+                           "on_p99": pct(bv, 0.99), "tgi_requests_off": per_request[0],
+                           "tgi_requests_on": per_request[1]}
+                    rows.append(row)
+                    print(f"  grammar {name}: off p50 {row['off_p50']:.2f} ms ({row['tgi_requests_off']:g} TGI "
+                          f"requests), on p50 {row['on_p50']:.2f} ms ({row['tgi_requests_on']:g})", flush=True)
+        finally:
+            self.emulator.faults(demo=None)
+        self.results["grammar"] = {"rows": rows}
+        return self.results["grammar"]
 
     async def loadgen_check(self, duration: float, concurrency: int = 64) -> dict:
         """Direct-to-emulator throughput with our load generator, wrk and hey (same body and route)."""
@@ -298,10 +319,10 @@ class Bench:
 async def main_async(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running(
         template=workload.TEMPLATE, workdir=Path(tmp), emulator_cpus=args.emulator_cpus,
-        gateway_cpus=args.gateway_cpus, gateway_args=tuple(args.gateway_arg or ()),
-    ) as (emulator, gateway):
+        gateway_cpus=args.gateway_cpus, gateway_args=("--grammar", "off", *(args.gateway_arg or ())),
+    ) as (emulator, gateway, another):
         pin(os.getpid(), args.loadgen_cpus)
-        bench = Bench(args, emulator, gateway)
+        bench = Bench(args, emulator, gateway, another)
         quick = args.quick
         n_lat = 300 if quick else 2000
         dur, rounds = (1.5, 1) if quick else (4.0, 2)

@@ -29,7 +29,6 @@ from tgi.guided import GuidedGeneration
 from tgi.metrics import RequestRecord
 from tgi.params import Limits, check_supported, generate_parameters, max_new_tokens, user_stops
 from tgi.pool import lost_endpoint
-from tgi.sse import coalesce
 from tgi.types import GenerateParameters, GenerateRequest
 
 log = logging.getLogger("gateway.chat")
@@ -169,7 +168,7 @@ class ChatService:
     # -- non-streaming ----------------------------------------------------------------------
 
     async def complete(self, plan: Plan) -> dict:
-        gathered = asyncio.gather(*(self._collect(plan, i) for i in range(plan.n)))
+        gathered = asyncio.gather(*(self._collect_retried(plan, i) for i in range(plan.n)))
         results = await self._before(self._deadline(), gathered)
         choices = []
         prompt_tokens = plan.prompt_tokens
@@ -192,6 +191,16 @@ class ChatService:
             "usage": _usage(prompt_tokens, completion_tokens),
             "system_fingerprint": None,
         }
+
+    async def _collect_retried(self, plan: Plan, index: int):
+        """pool: the client sees nothing before the end, so a choice whose endpoint was lost midway (which the
+        pool could not retry: a guided segment) is run once more; the pool routes around the lost endpoint."""
+        try:
+            return await self._collect(plan, index)
+        except UpstreamError as exc:
+            if not lost_endpoint(exc):
+                raise
+            return await self._collect(plan, index)
 
     async def _collect(self, plan: Plan, index: int):
         # The complete answer is the full parse of the same text the stream would carry: the
@@ -293,7 +302,7 @@ class ChatService:
                 await merged.aclose()
                 if attempt or not lost_endpoint(exc):
                     raise
-        return coalesce(self._sse(plan, merged, first, deadline))  # one write per burst of tokens
+        return self._sse(plan, merged, first, deadline)
 
     def _deadline(self) -> float | None:
         if self.request_timeout is None:

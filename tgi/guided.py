@@ -341,7 +341,8 @@ class GuidedGeneration:
                 kind = rejection_kind(exc) if grammar is not None else None
                 if kind is None:
                     raise
-                target = self._refused(target, grammar, kind, exc)
+                # the segment goes again without the refused grammar (sending it again loops on the refusal)
+                target, grammar = self._refused(target, grammar, kind, exc), None
 
     def _refused(self, target: _Target, grammar: Grammar, kind: str, exc: UpstreamValidationError) -> _Target:
         self.support.stats.degraded += 1

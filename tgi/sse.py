@@ -1,4 +1,4 @@
-"""Server-sent events: one spec-following decoder, one encoder, and the write coalescer of the output stream.
+"""Server-sent events: one spec-following decoder and one encoder.
 
 The decoder follows the WHATWG "event stream interpretation" rules: bytes are decoded as UTF-8 (a BOM at the
 very start is dropped, bad bytes become U+FFFD), lines end with CRLF, LF or CR, a line is split on its first
@@ -12,12 +12,10 @@ Incremental: chunks may split a line, a CRLF pair or a UTF-8 character anywhere.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterable, AsyncIterator
 
-__all__ = ["SSEDecoder", "SSEEvent", "aiter_sse", "coalesce", "encode_sse"]
+__all__ = ["SSEDecoder", "SSEEvent", "aiter_sse", "encode_sse"]
 
 
 class SSEEvent:
@@ -141,59 +139,3 @@ def encode_sse(data: str | bytes) -> bytes:
         return b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
     return b"data: " + raw + b"\n\n"
 
-
-async def coalesce(chunks: AsyncGenerator[bytes, None], *, high_water: int = 256 * 1024) -> AsyncIterator[bytes]:
-    """The bytes of ``chunks``, joined: whatever was produced while the previous write was under way goes out
-    as ONE write.
-
-    Writing a chunk to a socket costs a system call that, on loopback, also pays for the reader's side; one per
-    SSE event made that the largest cost of a stream whose tokens arrive in bursts (bench/RESULTS.md). A task
-    pulls ``chunks``; the consumer takes everything buffered each time it asks. A token arriving alone still
-    goes out at once. At most ``high_water`` bytes are held (a slow client slows the source down, as before).
-    Closing or cancelling the consumer cancels the task, which closes ``chunks`` (and so the upstream stream).
-    """
-    buffer: list[bytes] = []
-    size = 0
-    ended = False
-    error: BaseException | None = None
-    ready = asyncio.Event()  # something buffered, or the source ended
-    room = asyncio.Event()  # below the high-water mark
-    room.set()
-
-    async def pump() -> None:
-        nonlocal size, ended, error
-        try:
-            async with aclosing(chunks):
-                async for chunk in chunks:
-                    buffer.append(chunk)
-                    size += len(chunk)
-                    ready.set()
-                    if size >= high_water:
-                        room.clear()
-                        await room.wait()
-        except Exception as exc:  # handed to the consumer, after what was buffered
-            error = exc
-        finally:
-            ended = True
-            ready.set()
-
-    task = asyncio.get_running_loop().create_task(pump())
-    try:
-        while True:
-            if not buffer and not ended:
-                ready.clear()
-                await ready.wait()
-            if buffer:
-                out = buffer[0] if len(buffer) == 1 else b"".join(buffer)
-                buffer.clear()
-                size = 0
-                room.set()
-                yield out
-                continue
-            if error is not None:
-                raise error
-            return
-    finally:
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)

@@ -4,6 +4,7 @@ unicode / JSON / marker soup, never crash and always assemble to the full parse.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,9 @@ from tests.functionary.cases import output_cases, raw_text
 from tests.functionary.harness import assemble, check_delta_rules, full_message, stream_deltas
 
 VERSIONS = sorted(TEMPLATES)
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# FUNCTIONARY_HYPOTHESIS_EXAMPLES raises the examples per test for a long run (python -m tests.reliability.run parsers)
+EXAMPLES = int(os.environ.get("FUNCTIONARY_HYPOTHESIS_EXAMPLES", "60"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _cases(version: str) -> list[dict]:

@@ -140,11 +140,18 @@ class FaultRun:
         return outcome
 
     def both(self, name: str, allowed_plain: set[str], allowed_stream: set[str], *, script: Callable[[], list] | None = None,
-             **kwargs) -> None:
+             retried: bool = False, **kwargs) -> None:
+        """Both modes. ``retried``: the fault loses the endpoint before the client saw output, so the gateway
+        may start the generation over (tgi/pool.py): the next scripted reply, RECOVERED, is then the answer."""
         for stream, allowed in ((False, allowed_plain), (True, allowed_stream)):
             if script is not None:
-                self.tgi.script(script())
-            self.request(name, allowed, stream=stream, **kwargs)
+                self.tgi.reset()
+                self.tgi.script(script() + ([reply(RECOVERED)] if retried else []))
+            outcome = self.request(name, allowed | ({"ok"} if retried else set()), stream=stream, **kwargs)
+            if retried and outcome.kind == "ok":
+                self.report.check(outcome.content == RECOVERED, f"{name}: started over, but answered {outcome.content!r}")
+                self.report.figures.setdefault("started over after a lost endpoint", []).append(
+                    f"{name} [{'stream' if stream else 'plain'}]")
 
     def served_normally(self, after: str) -> None:
         """After a fault: TGI winds down, and an ordinary request gets an ordinary answer."""
@@ -172,6 +179,7 @@ TIMEOUT_EVENT = {"event timeout_error request_timeout"}
 OVERLOADED = {"error 429 rate_limit_error overloaded"}
 OK = {"ok"}
 LONG = "one two three four five six seven eight nine ten eleven twelve"
+RECOVERED = "Recovered after the fault."
 
 
 def scenario_down_at_start(run: FaultRun) -> None:
@@ -260,8 +268,11 @@ def scenario_overloaded(run: FaultRun) -> None:
 
 
 def scenario_reset_mid_stream(run: FaultRun) -> None:
-    run.both("TCP reset before the first token", INCOMPLETE, INCOMPLETE, script=lambda: [reply(LONG, reset_after=0)])
-    run.both("TCP reset mid-stream", INCOMPLETE, INCOMPLETE_EVENT, script=lambda: [reply(LONG, reset_after=5)])
+    run.both("TCP reset before the first token", INCOMPLETE, INCOMPLETE, script=lambda: [reply(LONG, reset_after=0)],
+             retried=True)
+    # a stream that already sent text cannot start over: it must end with the error event
+    run.both("TCP reset mid-stream", INCOMPLETE, INCOMPLETE_EVENT, script=lambda: [reply(LONG, reset_after=5)],
+             retried=True)
 
 
 def scenario_keep_alive_gaps(run: FaultRun) -> None:
@@ -291,8 +302,10 @@ def scenario_empty_tokens(run: FaultRun) -> None:
 
 
 def scenario_no_final_event(run: FaultRun) -> None:
-    run.both("body ends without the final event", INCOMPLETE, INCOMPLETE_EVENT, script=lambda: [reply(LONG, cut_after=4)])
-    run.both("body ends before any token", INCOMPLETE, INCOMPLETE, script=lambda: [reply(LONG, cut_after=0)])
+    run.both("body ends without the final event", INCOMPLETE, INCOMPLETE_EVENT, script=lambda: [reply(LONG, cut_after=4)],
+             retried=True)
+    run.both("body ends before any token", INCOMPLETE, INCOMPLETE, script=lambda: [reply(LONG, cut_after=0)],
+             retried=True)
     run.both("TGI's incomplete_generation_stream event", INCOMPLETE, INCOMPLETE_EVENT,
              script=lambda: [reply(LONG, incomplete_after=4)])
 

@@ -13,9 +13,12 @@ import contextlib
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from functionary.templates import get_template
 from tests.model_fixture import make_model_dir
@@ -61,8 +64,24 @@ def running_stack(*, version: str = VERSION, gateway_args: list[str] | tuple[str
         model_dir = model_dir_for(version, Path(tmp))
         with start_emulator(**{**EMULATOR_LIMITS, **switches}) as tgi:
             args = gateway_command(model_dir, tgi.base_url, *gateway_args, version=version)
-            with start_gateway(args, env=gateway_env) as gateway:
+            with start_gateway(args, env=gateway_env, wait=False) as gateway:
+                wait_healthy(gateway)
                 yield Stack(tgi, gateway, model_dir)
+
+
+def wait_healthy(gateway: GatewayHandle, timeout: float = 30.0) -> None:
+    """Until ``/health`` answers 200 (it needs no API key, unlike the readiness probe of gateway_proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gateway.process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {gateway.process.returncode}:\n{gateway.logs()[-4000:]}")
+        try:
+            if httpx.get(gateway.base_url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"gateway not healthy after {timeout}s:\n{gateway.logs()[-4000:]}")
 
 
 @contextlib.contextmanager

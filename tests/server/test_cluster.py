@@ -46,9 +46,10 @@ def emulator_at(port: int, **switches) -> Iterator[EmulatorHandle]:
             handle.log_path.unlink()
 
 
-def gateway_args(model_dirs, *endpoints: str, extra: tuple[str, ...] = ()) -> list[str]:
+def gateway_args(model_dirs, *endpoints: str, extra: tuple[str, ...] = (), grammar: str = "off") -> list[str]:
+    """Grammars off by default: one TGI request per completion, so scripts and counts are exact."""
     args = ["--model", str(model_dirs("v3.llama3")), "--prompt-template", "v3.llama3", "--no-launch",
-            "--served-model-name", "functionary", "--startup-timeout", "5"]
+            "--served-model-name", "functionary", "--startup-timeout", "5", "--grammar", grammar]
     for url in endpoints:
         args += ["--endpoint", url]
     return [*args, *extra]
@@ -185,14 +186,15 @@ async def _worker(client: AsyncOpenAI, stop_at: float, stream: bool, outcomes: l
             outcomes.append(("after_output" if got_output else "before_output", stream, repr(exc)))
 
 
-def test_emulators_killed_and_restarted_under_load(model_dirs) -> None:
+@pytest.mark.parametrize("grammar", ["off", "auto"])  # auto: tool arguments in a second, guided TGI request
+def test_emulators_killed_and_restarted_under_load(model_dirs, grammar) -> None:
     ports = [free_port() for _ in range(3)]
     switches = {"demo": True, "token_delay": 0.02}
     with contextlib.ExitStack() as stack:
         a, b, c = (stack.enter_context(emulator_at(p, **switches)) for p in ports)
         urls = [e.base_url for e in (a, b, c)]
         extra = ("--health-interval", "0.2", "--eject-after", "2")
-        gw = stack.enter_context(start_gateway(gateway_args(model_dirs, *urls, extra=extra)))
+        gw = stack.enter_context(start_gateway(gateway_args(model_dirs, *urls, extra=extra, grammar=grammar)))
         outcomes: list = []
         restarted: dict = {}
 

@@ -1,0 +1,43 @@
+"""Bad input never gets a 5xx, and every 4xx is an OpenAI error (hand cases, then schemathesis)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.reliability import badinput
+from tests.reliability.conftest import assert_clean
+from tests.reliability.stack import Stack, running_stack
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with running_stack() as running:
+        yield running
+
+
+def test_openapi_documents_the_chat_body(stack) -> None:
+    document = httpx.get(stack.url + "/openapi.json").json()
+    body = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatCompletionRequest"}
+    assert "messages" in document["components"]["schemas"]["ChatCompletionRequest"]["required"]
+
+
+def test_hand_cases(stack, report) -> None:
+    badinput.run_hand_cases(stack.url, report)
+    badinput.still_serving(stack.url, report)
+    assert report.cases > 200
+    assert_clean(report)
+
+
+def test_schemathesis_short(stack, report) -> None:
+    badinput.run_schemathesis(stack.url, report, examples=80)
+    badinput.still_serving(stack.url, report)
+    assert_clean(report)
+
+
+def test_no_unexpected_errors_logged(stack) -> None:
+    lines = [line for line in stack.gateway.logs().splitlines() if "unexpected error" in line]
+    assert not lines, lines[:3]
