@@ -288,7 +288,7 @@ class RequestContextMiddleware:
                 record.finished = True
             await send(message)
 
-        if not scope["path"].startswith("/v1/"):
+        if not scope["path"].startswith("/v1/") or scope["method"] == "OPTIONS":  # CORS preflights are no calls
             return await self.app(scope, receive, send_with_id)
         self.metrics.in_flight += 1
         try:

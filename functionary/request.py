@@ -43,8 +43,8 @@ def prepare_request(request: ChatCompletionRequest) -> PreparedRequest:
 
 
 def _check_request(request: ChatCompletionRequest) -> None:
-    if not request.messages:
-        raise InvalidRequestError("Invalid 'messages': empty array. Expected at least one message.", param="messages")
+    # An empty ``messages`` list is NOT refused: with tools it renders the system turns and the
+    # generation prompt, exactly as the reference prompts (case label empty_messages_with_tools).
     if request.tools and request.functions:
         raise InvalidRequestError(
             "'functions' and 'tools' cannot both be provided. 'functions' are deprecated; "

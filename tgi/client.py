@@ -52,7 +52,7 @@ class TGIClient:
         idle_timeout: float = 45.0,
         generate_timeout: float | None = 600.0,
         max_connections: int = 256,
-        max_keepalive_connections: int = 64,
+        max_keepalive_connections: int = 256,  # = max_connections: a burst of answers must not close them
         keepalive_expiry: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:

@@ -372,7 +372,8 @@ class GuidedGeneration:
                    and self.prepared.choice.kind == "auto" and not transcript.answer_started())
         parameters = self.parameters.model_copy(update={"max_new_tokens": budget, "grammar": grammar})
         body = GenerateRequest(inputs=transcript.prompt + transcript.text, parameters=parameters)
-        record = self._record if self.segments == 0 and self._record is not None else _SegmentRecord()
+        first = self.segments == 0
+        record = self._record if first and self._record is not None else _SegmentRecord()
         self.segments += 1
         stats = self.support.stats
         stats.tgi_requests += 1
@@ -400,7 +401,7 @@ class GuidedGeneration:
                         details = event.details
                         reason = details.finish_reason if details is not None else "eos_token"
                         self.completion_tokens += details.generated_tokens if details is not None else tokens
-                        if self.prompt_tokens is None and details is not None:
+                        if first and details is not None:  # later segments' inputs hold the answer too
                             self.prompt_tokens = details.input_length
                         following, added = self._next(target, reason, start)
                         last = Step(produced + more + added, event)

@@ -150,7 +150,8 @@ class EndpointPool:
         """(index of the endpoint to use, or None; whether waiting for a free slot could help)."""
         candidates = [i for i, e in enumerate(self._endpoints) if i not in tried and e.admitted]
         if not candidates:  # all ejected: the ones once admitted, as a last resort
-            candidates = [i for i, e in enumerate(self._endpoints) if i not in tried and e.verified and e.serves is None]
+            candidates = [i for i, e in enumerate(self._endpoints)
+                          if i not in tried and e.verified and e.serves is None]
         if not candidates:
             return None, False
         limit = self._max_in_flight
@@ -278,7 +279,8 @@ class EndpointPool:
         if endpoint.admitted and endpoint.failures >= self._eject_after:
             endpoint.admitted = False
             endpoint.ejections += 1
-            log.warning("endpoint %s ejected after %d consecutive failures", endpoint.client.base_url, endpoint.failures)
+            log.warning("endpoint %s ejected after %d consecutive failures", endpoint.client.base_url,
+                        endpoint.failures)
 
     async def _readmit(self, endpoint: _Endpoint) -> None:
         if self._reference is not None:

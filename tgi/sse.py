@@ -64,6 +64,11 @@ class SSEDecoder:
                 text = text[1:]
         if not text:
             return []
+        if (not self._tail and not self._data and not self._event and text[:5] == "data:" and text[-2:] == "\n\n"
+                and text.find("\n") == len(text) - 2 and "\r" not in text):
+            # the common chunk, one whole ``data:`` event (TGI writes one per token): what the loop below gives
+            value = text[5:-2]
+            return [SSEEvent(value[1:] if value[:1] == " " else value, "message", self._last_id, self._retry)]
         data = self._tail + text
         if "\r" in data:
             if data[-1] == "\r":  # maybe the first half of a CRLF split across chunks

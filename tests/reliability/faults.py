@@ -223,9 +223,7 @@ def scenario_down_mid_run(run: FaultRun) -> None:
     run.tgi.process.wait()
     # down: refused at once, 503 with Retry-After, both modes
     run.both("TGI down", UNAVAILABLE, UNAVAILABLE)
-    # back on the same port
-    run.tgi.stop()
-    return None
+    run.tgi.stop()  # run_faults brings TGI back on the same port and checks the next request
 
 
 def scenario_generation_errors(run: FaultRun) -> None:

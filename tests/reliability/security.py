@@ -159,7 +159,7 @@ def check_docker_args(report: Report) -> None:
     report.check(not offenders, f"shell use in tgi/: {offenders}")
 
 
-def check_secrets_not_logged(report: Report, stack, *, down_url: str | None = None) -> None:
+def check_secrets_not_logged(report: Report, stack) -> None:
     """Run the secret-bearing traffic, then search the gateway's log and what TGI received."""
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         client.post(CHAT, json={"messages": USER}, headers={"authorization": f"Bearer {KEY}"})

@@ -77,6 +77,7 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, tally: collections
     disconnect = rng.random() < disconnect_share
     body, tools = _body(rng, stream)
     kind = ("stream" if stream else "plain") + (" disconnect" if disconnect else "")
+    lines: list[str] = []
     try:
         if stream:
             async with client.stream("POST", CHAT, json=body) as response:
@@ -85,10 +86,10 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, tally: collections
                     tally[f"{kind} HTTP {response.status_code}"] += 1
                     report.fail(f"{kind}: HTTP {response.status_code} {raw[:200]!r}")
                     return
-                lines = []
                 async for line in response.aiter_lines():
                     lines.append(line)
-                    if disconnect and '"content"' in line and '"content":""' not in line or disconnect and '"tool_calls"' in line:
+                    first_output = ('"content"' in line and '"content":""' not in line) or '"tool_calls"' in line
+                    if disconnect and first_output:
                         tally[kind] += 1
                         return  # leaving the block closes the connection mid-stream
                 problem = _check_stream(lines, tools)
@@ -110,7 +111,7 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, tally: collections
             problem = _check_plain(response.json(), tools)
     except httpx.HTTPError as exc:
         tally[f"{kind} {type(exc).__name__}"] += 1
-        got = f" after {len(lines)} lines" if stream and "lines" in locals() else " before the answer"
+        got = f" after {len(lines)} lines" if lines else " before the answer"
         report.fail(f"{kind}: {exc!r}{got}")
         return
     tally[kind if problem is None else f"{kind} wrong"] += 1

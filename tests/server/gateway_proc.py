@@ -34,10 +34,11 @@ class GatewayHandle:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.logs()[-4000:]}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/v1/models", timeout=1) as response:
-                    if response.status == 200:
-                        return
+            try:  # any answer from /health means start-up is complete (it needs no API key)
+                with urllib.request.urlopen(self.base_url + "/health", timeout=1):
+                    return
+            except urllib.error.HTTPError:
+                return
             except (OSError, urllib.error.URLError):
                 pass
             time.sleep(0.05)

@@ -33,7 +33,8 @@ def emulator_at(port: int, **switches) -> Iterator[EmulatorHandle]:
     """An emulator on a given port (so that it can be killed and started again at the same address)."""
     switches.setdefault("model_id", "emulator/functionary")
     log_file = tempfile.NamedTemporaryFile(prefix="tgi-emulator-", suffix=".log", delete=False)
-    command = [sys.executable, str(EMULATOR), "--hostname", "127.0.0.1", "--port", str(port), *emulator_args(**switches)]
+    command = [sys.executable, str(EMULATOR), "--hostname", "127.0.0.1", "--port", str(port),
+               *emulator_args(**switches)]
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     log_file.close()
     handle = EmulatorHandle(process, port, Path(log_file.name))
@@ -74,7 +75,8 @@ def test_endpoint_sources(tmp_path, monkeypatch) -> None:
     listing = tmp_path / "endpoints.txt"
     listing.write_text("# the cluster\nhttp://10.0.0.1:8080/\n\n  http://10.0.0.2:8080  # rack 2\n")
     monkeypatch.setenv("FUNCTIONARY_TGI_ENDPOINTS", "http://env-a:80, http://env-b:80,")
-    settings = settings_from_args(["--model", "m", "--endpoint", "http://10.0.0.9:80", "--endpoints-file", str(listing)])
+    settings = settings_from_args(["--model", "m", "--endpoint", "http://10.0.0.9:80",
+                                   "--endpoints-file", str(listing)])
     assert settings.endpoints == ("http://10.0.0.9:80", "http://10.0.0.1:8080", "http://10.0.0.2:8080")
     assert settings_from_args(["--model", "m"]).endpoints == ("http://env-a:80", "http://env-b:80")
     monkeypatch.delenv("FUNCTIONARY_TGI_ENDPOINTS")
@@ -138,7 +140,8 @@ def test_in_flight_limit_per_endpoint(model_dirs) -> None:
 
             async def watch(task) -> None:
                 while not task.done():
-                    for url, n in (await asyncio.to_thread(endpoint_series, gw, "functionary_endpoint_in_flight")).items():
+                    now = await asyncio.to_thread(endpoint_series, gw, "functionary_endpoint_in_flight")
+                    for url, n in now.items():
                         peak[url] = max(peak[url], n)
                     await asyncio.sleep(0.02)
 
@@ -237,7 +240,8 @@ def test_emulators_killed_and_restarted_under_load(model_dirs, grammar) -> None:
 
 def test_stream_lost_before_any_output_is_started_over(model_dirs) -> None:
     # the endpoint dies after TGI's first token, before that token made any output (a tool name is being read)
-    call = [{"text": "get_weather"}, {"text": "\n"}, {"text": '{"city": "Rome"}'}, {"text": "<|eot_id|>", "special": True}]
+    call = [{"text": "get_weather"}, {"text": "\n"}, {"text": '{"city": "Rome"}'},
+            {"text": "<|eot_id|>", "special": True}]
     with emulator_at(free_port()) as flaky, emulator_at(free_port()) as good:
         flaky.script([{"tokens": call, "reset_after": 1}] * 8)
         good.script([{"tokens": call}] * 16)
