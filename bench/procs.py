@@ -33,6 +33,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def wait_seconds(pid: int) -> float:
+    """Time the threads of ``pid`` spent runnable but waiting for a CPU (``/proc/PID/task/*/schedstat``): what
+    other work on the machine took from it."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
+                total += int(fh.read().split()[1])
+    return total / 1e9
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/statm", "rb") as fh:
         return int(fh.read().split()[1]) * _PAGE / 2**20

@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT)]
 
 from bench import workload  # noqa: E402
 from bench.loadgen import Target, one_each, run_closed_loop  # noqa: E402
-from bench.procs import cpu_seconds, pin, rss_mb, running, self_cpu_seconds  # noqa: E402
+from bench.procs import cpu_seconds, pin, rss_mb, running, self_cpu_seconds, wait_seconds  # noqa: E402
 
 DIRECT_MARK = re.compile(rb'"token"')
 GATEWAY_MARK = re.compile(rb'"(?:tool_calls|content":"[^"])')
@@ -99,16 +99,17 @@ class Bench:
         warm = max(rounds // 10, 20)
         self.queue(reply, 2 * (rounds + warm) + 10)
         await one_each([direct, gateway], rounds=warm)
-        cpu0 = cpu_seconds(self.gw_pid)
+        cpu0, wait0 = cpu_seconds(self.gw_pid), wait_seconds(self.gw_pid)
         d, g = await one_each([direct, gateway], rounds=rounds)
         cpu = (cpu_seconds(self.gw_pid) - cpu0) / rounds
+        waited = (wait_seconds(self.gw_pid) - wait0) / rounds
         self.gateway_requests += rounds + warm
         stream = bool(gw_body.get("stream"))
         key = (lambda s: s.first - s.start) if stream else (lambda s: s.end - s.start)
         dv, gv = [key(s) * 1e3 for s in d], [key(s) * 1e3 for s in g]
         bad = sum(s.status != 200 for s in d + g)
         out = {"name": name, "metric": "time to first token" if stream else "full answer", "n": rounds,
-               "errors": bad, "gateway_cpu_ms": cpu * 1e3}
+               "errors": bad, "gateway_cpu_ms": cpu * 1e3, "gateway_wait_ms": waited * 1e3}
         for q, label in ((0.5, "p50"), (0.99, "p99")):
             out[f"direct_{label}"] = pct(dv, q)
             out[f"gateway_{label}"] = pct(gv, q)
@@ -116,18 +117,22 @@ class Bench:
         out["paired_added_p50"] = pct([b - a for a, b in zip(dv, gv)], 0.5)
         self.results.setdefault("latency", []).append(out)
         print(f"  latency {name}: added p50 {out['added_p50']:.3f} ms, p99 {out['added_p99']:.3f} ms "
-              f"(direct p50 {out['direct_p50']:.3f} ms, gateway p50 {out['gateway_p50']:.3f} ms)", flush=True)
+              f"(direct p50 {out['direct_p50']:.3f} ms, gateway p50 {out['gateway_p50']:.3f} ms; gateway CPU "
+              f"{out['gateway_cpu_ms']:.2f} ms, waited for a CPU {out['gateway_wait_ms']:.2f} ms a request)",
+              flush=True)
         self.note_rss()
         return out
 
     async def _block(self, target: Target, concurrency: int, duration: float) -> dict:
+        waited = wait_seconds(self.gw_pid)
         before = (cpu_seconds(self.gw_pid), cpu_seconds(self.em_pid), self_cpu_seconds(), time.perf_counter())
         samples, rate = await run_closed_loop(target, concurrency=concurrency, duration=duration, min_each=3)
         after = (cpu_seconds(self.gw_pid), cpu_seconds(self.em_pid), self_cpu_seconds(), time.perf_counter())
         wall = after[3] - before[3]
+        waited = (wait_seconds(self.gw_pid) - waited) / wall
         return {"done": len(samples), "rate": rate, "wall": wall, "errors": sum(s.status != 200 for s in samples),
                 "cpu": [(a - b) / wall for a, b in zip(after[:3], before[:3])],
-                "lat": [s.end - s.start for s in samples]}
+                "lat": [s.end - s.start for s in samples], "gw_wait": waited}
 
     async def throughput(self, label: str, gw_body: dict, reply: str, levels: list[int], *, rounds: int,
                          duration: float, token_delay: float = 0.0) -> list[dict]:
@@ -161,12 +166,21 @@ class Bench:
                     row[f"{mode}_errors"] = sum(b["errors"] for b in blocks)
                     row[f"{mode}_cpu"] = [sum(b["cpu"][i] for b in blocks) / len(blocks) for i in range(3)]
                     row[f"{mode}_p50_ms"] = pct([x for b in blocks for x in b["lat"]], 0.5) * 1e3
+                    row[f"{mode}_gw_wait"] = sum(b["gw_wait"] for b in blocks) / len(blocks)
                 row["ratio"] = row["gateway_rps"] / row["direct_rps"]
+                # per core-second of the process that bounds each path: what the ratio would be if each had a
+                # core to itself (the machine is shared; see gateway_gw_wait)
+                gw_cap = row["gateway_rps"] / max(row["gateway_cpu"][0], 1e-3)
+                em_cap = row["direct_rps"] / max(row["direct_cpu"][1], 1e-3)
+                row["gateway_per_core"], row["emulator_per_core"] = gw_cap, em_cap
+                row["ratio_per_core"] = min(gw_cap, em_cap) / em_cap
                 rows.append(row)
                 cpu = row["gateway_cpu"]
                 print(f"  throughput {label} c={concurrency}: direct {row['direct_rps']:.0f}/s, gateway "
                       f"{row['gateway_rps']:.0f}/s, ratio {row['ratio']:.0%} (CPU during gateway blocks: "
-                      f"gateway {cpu[0]:.0%}, emulator {cpu[1]:.0%}, load generator {cpu[2]:.0%})", flush=True)
+                      f"gateway {cpu[0]:.0%}, emulator {cpu[1]:.0%}, load generator {cpu[2]:.0%}; gateway waited for "
+                      f"a CPU {row['gateway_gw_wait']:.0%}; per core: gateway {row['gateway_per_core']:.0f}/s, "
+                      f"emulator {row['emulator_per_core']:.0f}/s)", flush=True)
                 self.note_rss()
         finally:
             self.emulator.faults(token_delay=None)
@@ -323,6 +337,7 @@ async def main_async(args) -> dict:
     ) as (emulator, gateway, another):
         pin(os.getpid(), args.loadgen_cpus)
         bench = Bench(args, emulator, gateway, another)
+        bench.results["load_before"] = os.getloadavg()
         quick = args.quick
         n_lat = 300 if quick else 2000
         dur, rounds = (1.5, 1) if quick else (4.0, 2)
@@ -404,7 +419,8 @@ def main(argv=None) -> int:
                    f"{_cpu_model()}, {_cpu_count()} CPUs, Python {platform.python_version()}",
         "pinning": {"gateway": sorted(args.gateway_cpus or []), "emulator": sorted(args.emulator_cpus or []),
                     "loadgen": sorted(args.loadgen_cpus or [])},
-        "quick": args.quick, "token_delay": args.token_delay,
+        "quick": args.quick, "token_delay": args.token_delay, "load_before": results.get("load_before"),
+        "load_after": os.getloadavg(),
     }
     if args.no_report:
         return 0
@@ -428,9 +444,7 @@ def _cpu_model() -> str:
 
 
 def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 0
 
 
 if __name__ == "__main__":

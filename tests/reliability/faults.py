@@ -34,6 +34,7 @@ from tests.reliability.stack import (
     gateway_command,
     model_dir_for,
     openai_error_problem,
+    unexpected_errors,
 )
 from tests.server.gateway_proc import start_gateway
 from tests.tgi.emulator_proc import EmulatorHandle, free_port
@@ -363,5 +364,5 @@ def run_faults(report: Report, *, rounds: int = 1, names: list[str] | None = Non
 
 
 def _no_unexpected_errors(logs: str, report: Report, name: str) -> None:
-    bad = [line for line in logs.splitlines() if "unexpected error" in line or "Exception in ASGI application" in line]
+    bad = unexpected_errors(logs) + [line for line in logs.splitlines() if "Exception in ASGI application" in line]
     report.check(not bad, f"{name}: the gateway logged unexpected errors: {bad[:3]}")

@@ -32,14 +32,14 @@ SIZES = {
 
 def run_badinput(report: Report, *, schemathesis_examples: int) -> None:
     from tests.reliability import badinput
-    from tests.reliability.stack import running_stack
+    from tests.reliability.stack import running_stack, unexpected_errors
 
     with running_stack() as stack:
         badinput.run_hand_cases(stack.url, report)
         badinput.run_schemathesis(stack.url, report, examples=schemathesis_examples)
         badinput.still_serving(stack.url, report)
-        unexpected = [line for line in stack.gateway.logs().splitlines() if "unexpected error" in line]
-        report.check(not unexpected, f"gateway logged unexpected errors: {unexpected[:3]}")
+        unexpected = unexpected_errors(stack.gateway.logs())
+        report.check(not unexpected, f"gateway logged {len(unexpected)} unexpected errors: {unexpected[:3]}")
 
 
 def run_faults(report: Report, *, rounds: int) -> None:

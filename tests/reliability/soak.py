@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from tests.reliability.report import Report
-from tests.reliability.stack import CHAT, rss_bytes, running_stack
+from tests.reliability.stack import CHAT, rss_bytes, running_stack, unexpected_errors
 
 DEMO_TEXT = "Hello! How can I help you today?"
 WEATHER = {"type": "function", "function": {
@@ -168,7 +168,7 @@ def run_soak(report: Report, *, requests: int, concurrency: int, disconnect_shar
         fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
         logs = stack.gateway.logs()
     report.cases += requests
-    unexpected = [line for line in logs.splitlines() if "unexpected error" in line or "Exception in ASGI" in line]
+    unexpected = unexpected_errors(logs) + [line for line in logs.splitlines() if "Exception in ASGI" in line]
     if unexpected:
         report.fail(f"gateway logged {len(unexpected)} unexpected errors, first: {unexpected[0]}")
     if state["in_flight"] != 0:

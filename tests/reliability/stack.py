@@ -52,8 +52,27 @@ def model_dir_for(version: str, root: Path) -> Path:
 
 
 def gateway_command(model_dir: Path, endpoint: str, *extra: str, version: str = VERSION) -> list[str]:
+    """The gateway's arguments; ``--grammar auto``, the users' default, unless ``extra`` names one (the server
+    tests' start_gateway turns grammars off for their scripted answers; these suites test what users run)."""
+    grammar = [] if any(arg.split("=", 1)[0] == "--grammar" for arg in extra) else ["--grammar", "auto"]
     return ["--model", str(model_dir), "--endpoint", endpoint, "--prompt-template", version, "--no-launch",
-            "--served-model-name", MODEL_NAME, *extra]
+            "--served-model-name", MODEL_NAME, *grammar, *extra]
+
+
+def unexpected_errors(logs: str) -> list[str]:
+    """The gateway's unexpected errors (500s), each with the last lines of its traceback."""
+    lines = logs.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if "unexpected error" in line:
+            block = []
+            for follow in lines[i + 1:i + 200]:
+                if follow[:4].isdigit() and block:  # the next log record
+                    break
+                block.append(follow)
+            ours = [b.strip() for b in block if "/site-packages/" not in b and b.strip().startswith("File")]
+            found.append(" | ".join([line[24:], *ours[-4:], *(block[-1:] if block else [])]))
+    return found
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import pytest
 
 from tests.reliability import badinput
 from tests.reliability.conftest import assert_clean
-from tests.reliability.stack import Stack, running_stack
+from tests.reliability.stack import Stack, running_stack, unexpected_errors
 
 
 @pytest.fixture(scope="module")
@@ -39,5 +39,5 @@ def test_schemathesis_short(stack, report) -> None:
 
 
 def test_no_unexpected_errors_logged(stack) -> None:
-    lines = [line for line in stack.gateway.logs().splitlines() if "unexpected error" in line]
-    assert not lines, lines[:3]
+    errors = unexpected_errors(stack.gateway.logs())
+    assert not errors, errors[:3]

@@ -27,6 +27,7 @@ TOOLS = [
 ]
 SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
+AUTO = ("--grammar", "auto")  # the test gateways run with --grammar off unless told (tests/server/gateway_proc.py)
 VERSIONS = ["v3.llama3", "v3-llama3.1", "qwen2.5-text-only"]
 EOS = {"v3.llama3": "<|eot_id|>", "v3-llama3.1": "<|eom_id|>", "qwen2.5-text-only": "<|im_end|>"}
 
@@ -74,7 +75,7 @@ def assert_valid(calls) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_named_choice_arguments_fit_the_schema(gateway_for, emulator, version):
-    client = client_for(gateway_for(version))
+    client = client_for(gateway_for(version, *AUTO))
     choice = {"type": "function", "function": {"name": "get_weather"}}
     reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS, tool_choice=choice)
     calls = reply.choices[0].message.tool_calls
@@ -94,7 +95,7 @@ def test_named_choice_arguments_fit_the_schema(gateway_for, emulator, version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_required_constrains_the_name_then_the_arguments(gateway_for, emulator, version):
-    client = client_for(gateway_for(version))
+    client = client_for(gateway_for(version, *AUTO))
     reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS,
                                            tool_choice="required")
     calls = reply.choices[0].message.tool_calls
@@ -145,7 +146,7 @@ WANTED = [("get_weather", '{"city": "Paris", "unit": "c", "days": 2}'), ("get_ti
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("stream", [False, True])
 def test_auto_cuts_each_call_and_constrains_its_arguments(gateway_for, emulator, version, stream):
-    client = client_for(gateway_for(version))
+    client = client_for(gateway_for(version, *AUTO))
     emulator.script(SCRIPTS[version])
     kwargs = dict(model="functionary", messages=MESSAGES, tools=TOOLS, parallel_tool_calls=True)
     if stream:
@@ -177,7 +178,7 @@ def test_auto_cuts_each_call_and_constrains_its_arguments(gateway_for, emulator,
 @pytest.mark.parametrize("version", VERSIONS)
 def test_stream_reads_like_the_unconstrained_stream(gateway_for, emulator, version):
     """The guided stream and a plain stream of the same final text give the same message."""
-    client = client_for(gateway_for(version))
+    client = client_for(gateway_for(version, *AUTO))
     kwargs = dict(model="functionary", messages=MESSAGES, tools=TOOLS, stream=True)
     emulator.script(SCRIPTS[version])
     guided = stream_result(client.chat.completions.create(**kwargs))
@@ -187,14 +188,14 @@ def test_stream_reads_like_the_unconstrained_stream(gateway_for, emulator, versi
                                               '<tool_call>\n{{"name": "get_time", "arguments": {1}}}\n</tool_call>'
                                               "<|im_end|>"}[version].format(WANTED[0][1], WANTED[1][1])
     emulator.script([{"text": final}])
-    plain = stream_result(client_for(gateway_for(version, "--grammar", "off")).chat.completions.create(**kwargs))
+    plain = stream_result(client_for(gateway_for(version)).chat.completions.create(**kwargs))  # --grammar off
     strip_ids = lambda result: (result[0], [(c["name"], c["arguments"]) for c in result[1]], result[2])  # noqa: E731
     assert strip_ids(guided) == strip_ids(plain)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_response_format(gateway_for, emulator, version):
-    client = client_for(gateway_for(version))
+    client = client_for(gateway_for(version, *AUTO))
     reply = client.chat.completions.create(model="functionary", messages=MESSAGES,
                                            response_format={"type": "json_object"})
     assert isinstance(json.loads(reply.choices[0].message.content), dict)
@@ -217,14 +218,14 @@ def test_response_format(gateway_for, emulator, version):
 
 
 def test_malformed_response_format_is_a_400(gateway_for):
-    client = client_for(gateway_for("v3-llama3.1"))
+    client = client_for(gateway_for("v3-llama3.1", *AUTO))
     with pytest.raises(Exception) as info:
         client.chat.completions.create(model="functionary", messages=MESSAGES, response_format={"type": "json_schema"})
     assert info.value.status_code == 400 and info.value.body["param"] == "response_format.json_schema"
 
 
 def test_schemas_tgi_cannot_take_degrade_with_a_warning(gateway_for, emulator):
-    gateway = gateway_for("v3-llama3.1")
+    gateway = gateway_for("v3-llama3.1", *AUTO)
     client = client_for(gateway)
     odd = [{"type": "function", "function": {"name": "pick", "parameters": {"anyOf": [TIME, WEATHER]}}},
            {"type": "function", "function": {"name": "bad", "parameters": {"type": "object", "properties": {"a": 3}}}}]
@@ -258,7 +259,7 @@ def test_tgi_without_grammar_support(start_emulator, model_dirs):
     tgi = start_emulator(disable_grammar_support=True, max_total_tokens=65536, max_input_tokens=60000)
     args = ["--model", str(model_dirs("v3.llama3")), "--endpoint", tgi.base_url, "--prompt-template", "v3.llama3",
             "--no-launch", "--served-model-name", "functionary"]
-    with start_gateway(args) as gateway:  # auto: the start-up probe finds out, requests go unconstrained
+    with start_gateway(args + list(AUTO)) as gateway:  # auto: the start-up probe finds out, requests go unconstrained
         reply = client_for(gateway).chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS,
                                                             tool_choice="required")
         assert reply.choices[0].message.tool_calls[0].function.name == "get_weather"
@@ -270,7 +271,7 @@ def test_tgi_without_grammar_support(start_emulator, model_dirs):
 
 
 def test_client_disconnect_cancels_the_running_segment(gateway_for, emulator):
-    gateway = gateway_for("v3-llama3.1")
+    gateway = gateway_for("v3-llama3.1", *AUTO)
     emulator.script([tokens(*(['{"city": "'] + ["a"] * 40 + ['", "unit": "c", "days": 1}', "<|eot_id|>"]), delay=0.05)])
     body = {"model": "functionary", "messages": MESSAGES, "tools": TOOLS, "stream": True,
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
