@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(f"token delay {args.token_delay * 1e3:g} ms, prefill delay {args.prefill_delay * 1e3:g} ms, "
               f"{args.requests} streamed requests each\n")
-        print("| template | tool_choice | grammar | TGI generations / answer (cut) | p50 ms | p90 ms | first chunk ms | "
-              "completion tokens |")
+        print("| template | tool_choice | grammar | TGI generations / answer (cut) | p50 ms | p90 ms "
+              "| first chunk ms | completion tokens |")
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['template']} | {r['choice']} | {r['grammar']} | {r['tgi_generations_per_answer']:.2f} "

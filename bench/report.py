@@ -299,6 +299,14 @@ def plot(r: dict, path: Path) -> bool:
     return True
 
 
+# Sections other tools own (the reliability suites' figures: tests/reliability/run.py) start at this marker and
+# are carried over when the benchmark part is written again.
+KEEP_MARKER = "<!-- reliability:start -->"
+
+
 def write(results: dict, out: Path) -> None:
-    (out / "RESULTS.md").write_text(markdown(results), encoding="utf-8")
+    path = out / "RESULTS.md"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    kept = old[old.index(KEEP_MARKER):] if KEEP_MARKER in old else ""
+    path.write_text(markdown(results).rstrip("\n") + ("\n\n" + kept if kept else "\n"), encoding="utf-8")
     plot(results, out / "results.png")

@@ -202,7 +202,8 @@ def _reorder_tool_results(messages: list[dict]) -> list[dict]:
             continue
         results = messages[i : i + len(calls)]
         if len(results) < len(calls) or any(r["role"] != "tool" for r in results):
-            missing = [c["id"] for c in calls if c["id"] not in {r["tool_call_id"] for r in results}]
+            # str(): a call after the first may have no id (null), which is missing all the same
+            missing = [str(c["id"]) for c in calls if c["id"] not in {r["tool_call_id"] for r in results}]
             raise InvalidRequestError(
                 "An assistant message with 'tool_calls' must be followed by tool messages "
                 f"responding to each 'tool_call_id'. Missing: {', '.join(missing)}",

@@ -181,7 +181,9 @@ class GrammarStats:
 
 _PROBE_REQUEST = GenerateRequest(
     inputs="grammar probe",
-    parameters=GenerateParameters(max_new_tokens=1, details=True, grammar=Grammar(type="json", value={"type": "object"})),
+    parameters=GenerateParameters(
+        max_new_tokens=1, details=True, grammar=Grammar(type="json", value={"type": "object"}),
+    ),
 )
 
 

@@ -329,7 +329,8 @@ class GuidedGeneration:
 
     # -- one segment ---------------------------------------------------------------------------
 
-    async def _segment(self, target: _Target, grammar: Grammar | None, budget: int, outcome: list) -> AsyncIterator[Step]:
+    async def _segment(self, target: _Target, grammar: Grammar | None, budget: int,
+                       outcome: list) -> AsyncIterator[Step]:
         """Run ``target`` as TGI requests until it ends; a grammar TGI refuses is dropped and the segment sent
         again without it (the refusal comes before any token). ``outcome`` gets (next target, finish reason)."""
         while True:
@@ -364,7 +365,8 @@ class GuidedGeneration:
             return _Target(_Kind.FREE, watch=False)
         return _Target(_Kind.FREE)
 
-    async def _generate(self, target: _Target, grammar: Grammar | None, budget: int, outcome: list) -> AsyncIterator[Step]:
+    async def _generate(self, target: _Target, grammar: Grammar | None, budget: int,
+                        outcome: list) -> AsyncIterator[Step]:
         transcript = self.transcript
         transcript.mark = start = transcript.size
         watch = self.calls if target.kind is _Kind.FREE and target.watch and not self._unguided else ()
@@ -394,7 +396,8 @@ class GuidedGeneration:
                         stats.cuts += 1
                         self.completion_tokens += tokens
                         last = Step(produced, event)
-                        outcome[:] = [_Target(_Kind.ARGS, cut.name) if cut.kind == "call" else _Target(_Kind.CONTENT), None]
+                        following = _Target(_Kind.ARGS, cut.name) if cut.kind == "call" else _Target(_Kind.CONTENT)
+                        outcome[:] = [following, None]
                         break  # leaving the block closes the stream: TGI stops generating
                     if event.details is not None or event.generated_text is not None:
                         more, _ = transcript.feed(trimmer.finish())

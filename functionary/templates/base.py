@@ -195,7 +195,7 @@ class PromptTemplate:
         """Raise InvalidRequestError/UnsupportedRequestError for requests this version cannot
         render (called before render). Default: everything is fine."""
 
-    # -- grammar hooks (tgi/guided.py constrains a call's arguments or the answer with TGI grammars)
+    # -- grammar hooks: where a call's JSON arguments and a plain answer begin (docs/grammar.md)
 
     def call_prefix(self, name: str) -> str | None:
         """The text that opens a call of ``name``, as the model writes it, up to where its JSON

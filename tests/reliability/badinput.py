@@ -122,6 +122,9 @@ def hand_cases(*, max_body_bytes: int = 8 * 1024 * 1024) -> list[HandCase]:
         c("assistant tool call arguments not JSON", _json({"messages": [*USER, {"role": "assistant", "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{oops"}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}], "tools": [WEATHER]}), expect_4xx=False),
+        c("tool calls without results, the second with a null id", _json({"messages": [*USER, {"role": "assistant", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": None, "type": "function", "function": {"name": "g", "arguments": "{}"}}]}]})),
         c("tool_calls of an unknown type", _json({"messages": [*USER, {"role": "assistant", "tool_calls": [
             {"id": "1", "type": "retrieval", "function": {"name": "x", "arguments": "{}"}}]}]})),
         c("empty user message", _json({"messages": [{"role": "user", "content": ""}]}), expect_4xx=False),

@@ -146,7 +146,7 @@ class FaultRun:
         may start the generation over (tgi/pool.py): the next scripted reply, RECOVERED, is then the answer."""
         for stream, allowed in ((False, allowed_plain), (True, allowed_stream)):
             if script is not None:
-                self.tgi.reset()
+                self.tgi.control("DELETE", "/emulator/script")  # a RECOVERED reply left by a case not started over
                 self.tgi.script(script() + ([reply(RECOVERED)] if retried else []))
             outcome = self.request(name, allowed | ({"ok"} if retried else set()), stream=stream, **kwargs)
             if retried and outcome.kind == "ok":

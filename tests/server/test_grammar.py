@@ -183,8 +183,10 @@ def test_stream_reads_like_the_unconstrained_stream(gateway_for, emulator, versi
     emulator.script(SCRIPTS[version])
     guided = stream_result(client.chat.completions.create(**kwargs))
     final = "I check" + {"v3.llama3": ">>>get_weather\n{0}>>>get_time\n{1}<|eot_id|>",
-                         "v3-llama3.1": "<function=get_weather>{0}</function><function=get_time>{1}</function><|eom_id|>",
-                         "qwen2.5-text-only": '\n<tool_call>\n{{"name": "get_weather", "arguments": {0}}}\n</tool_call>\n'
+                         "v3-llama3.1": "<function=get_weather>{0}</function><function=get_time>{1}</function>"
+                                        "<|eom_id|>",
+                         "qwen2.5-text-only": '\n<tool_call>\n{{"name": "get_weather", "arguments": {0}}}\n'
+                                              '</tool_call>\n'
                                               '<tool_call>\n{{"name": "get_time", "arguments": {1}}}\n</tool_call>'
                                               "<|im_end|>"}[version].format(WANTED[0][1], WANTED[1][1])
     emulator.script([{"text": final}])
@@ -211,7 +213,8 @@ def test_response_format(gateway_for, emulator, version):
     assert generations(emulator)[0]["body"]["parameters"]["grammar"] == {"type": "json", "value": schema}
     # with tools, the model decides: a call keeps its own grammar, a text answer gets the format's
     emulator.reset()
-    emulator.script([{"text": "all\nIt is sunny.<|eot_id|>" if version == "v3.llama3" else "It is sunny." + EOS[version]}])
+    text = ("all\n" if version == "v3.llama3" else "") + "It is sunny." + EOS[version]
+    emulator.script([{"text": text}])
     reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS, response_format=fmt)
     jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
     assert grammars(emulator) == [None, "json"]
