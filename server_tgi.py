@@ -75,7 +75,7 @@ class Settings:
     launcher_args: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
     request_timeout: float | None = 600.0
-    grammar: str = "auto"  # auto | on | off: TGI grammars for tool arguments and response_format (docs/grammar.md)
+    grammar: str = "off"  # off | auto | on: TGI grammars for tool arguments and response_format (docs/grammar.md)
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
     # cluster and operations (README "Cluster and operations")
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "max_body_bytes", type=int, default=8 * 1024 * 1024)
     _flag(p, "request_timeout", type=float, default=600.0,
           help="seconds a chat request may take in all; then it ends with an OpenAI error (0 = no limit)")
-    _flag(p, "grammar", choices=("auto", "on", "off"), default="auto",
+    _flag(p, "grammar", choices=("auto", "on", "off"), default="off",
           help="constrain tool arguments and response_format with TGI grammars: auto = when TGI accepts them")
     _flag(p, "cors_origin", action="append", default=None,
           help="browser origin allowed to call the API (repeatable; * for any); default: no CORS headers")

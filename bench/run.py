@@ -79,7 +79,8 @@ class Bench:
         self.gateway_requests += 1
         body = self.emulator.requests()[-1]["body"]
         self.emulator.reset()
-        self.results.setdefault("answers", {})[reply[:20]] = answer["choices"][0]
+        if len(reply) < 1000:  # what the gateway answered (long answers are left out of results.json)
+            self.results.setdefault("answers", {})[reply[:20]] = answer["choices"][0]
         return Target("127.0.0.1", self.emulator.port, "/generate_stream", workload.encode(body), DIRECT_MARK)
 
     def queue(self, reply: str, count: int) -> None:
@@ -123,7 +124,9 @@ class Bench:
         self.note_rss()
         return out
 
-    async def _block(self, target: Target, concurrency: int, duration: float) -> dict:
+    async def _block(self, target: Target, concurrency: int, duration: float, *, direct: bool) -> dict:
+        # direct blocks leave the gateway idle: the load generator takes its CPU instead of sharing the emulator's
+        pin(os.getpid(), self.args.direct_loadgen_cpus if direct else self.loadgen_cpus)
         waited = wait_seconds(self.gw_pid)
         before = (cpu_seconds(self.gw_pid), cpu_seconds(self.em_pid), self_cpu_seconds(), time.perf_counter())
         samples, rate = await run_closed_loop(target, concurrency=concurrency, duration=duration, min_each=3)
@@ -152,7 +155,8 @@ class Bench:
                                 concurrency / (token_delay * 60))
                         span = max(duration, 3.5 * concurrency / guess)  # every worker gets 3 answers
                         self.queue(reply, int(guess * span * 1.5) + 4 * concurrency)
-                        block = await self._block(direct if mode == "direct" else gateway, concurrency, duration)
+                        block = await self._block(direct if mode == "direct" else gateway, concurrency, duration,
+                                                  direct=mode == "direct")
                         self.rate_guess[(mode, concurrency, token_delay)] = block["rate"]
                         if self.emulator.state()["script_remaining"] == 0:
                             self.results.setdefault("warnings", []).append(
@@ -243,6 +247,8 @@ class Bench:
         body = workload.tool_request(stream=False)
         gateway = self.gw_target(body)
         self.emulator.control("DELETE", "/emulator/script")
+        self.note_rss()
+        self.results["soak_start"] = len(self.rss) - 1
         step = 1000
         while self.gateway_requests < total:
             count = min(step, total - self.gateway_requests)
@@ -298,6 +304,8 @@ class Bench:
         """Direct-to-emulator throughput with our load generator, wrk and hey (same body and route)."""
         direct = self.direct_target(workload.tool_request(stream=False), workload.TOOL_REPLY)
         out: dict = {}
+        cpus = self.args.direct_loadgen_cpus
+        pin(os.getpid(), cpus)
         self.queue(workload.TOOL_REPLY, int(4000 * duration))
         _, out["loadgen"] = await run_closed_loop(direct, concurrency=concurrency, duration=duration)
         enough = int(out["loadgen"] * 2 * (duration + 1))
@@ -305,7 +313,7 @@ class Bench:
             body_file = Path(tmp) / "body.json"
             body_file.write_bytes(direct.body)
             url = f"http://127.0.0.1:{self.emulator.port}/generate_stream"
-            taskset = ["taskset", "-c", ",".join(map(str, sorted(self.loadgen_cpus)))] if self.loadgen_cpus else []
+            taskset = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
             if shutil.which("wrk"):
                 lua = Path(tmp) / "post.lua"
                 lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -324,6 +332,7 @@ class Bench:
                 match = re.search(r"Requests/sec:\s*([\d.]+)", text)
                 out["hey"] = float(match.group(1)) if match else None
         self.emulator.control("DELETE", "/emulator/script")
+        pin(os.getpid(), self.loadgen_cpus)
         self.results["loadgen_check"] = out
         print(f"  load generator check (direct, c={concurrency}): ours {out['loadgen']:.0f}/s, "
               f"wrk {out.get('wrk')}, hey {out.get('hey')}", flush=True)
@@ -391,7 +400,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer requests: a 2-minute smoke run")
     p.add_argument("--gateway-cpus", default="1", help="CPU list for the gateway ('none' = not pinned)")
     p.add_argument("--emulator-cpus", default="0", help="CPU list for the emulator")
-    p.add_argument("--loadgen-cpus", default="0", help="CPU list for the load generator (and wrk/hey)")
+    p.add_argument("--loadgen-cpus", default="0", help="CPU list for the load generator")
+    p.add_argument("--direct-loadgen-cpus", default="1",
+                   help="CPU list for the load generator (and wrk/hey) while the gateway is idle (direct blocks)")
     p.add_argument("--token-delay", type=float, default=0.01, help="emulator seconds per token, second series")
     p.add_argument("--soak", type=int, default=0, help="gateway requests in all before the last RSS reading")
     p.add_argument("--gateway-arg", action="append", help="extra server_tgi.py argument (repeatable)")
@@ -400,8 +411,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-report", action="store_true", help="print figures only (no RESULTS.md / PNG)")
     p.add_argument("--out", default=str(ROOT / "bench"), help="folder for RESULTS.md, results.json, results.png")
     args = p.parse_args(argv)
-    args.gateway_cpus, args.emulator_cpus, args.loadgen_cpus = (
-        cpus(args.gateway_cpus), cpus(args.emulator_cpus), cpus(args.loadgen_cpus))
+    args.gateway_cpus, args.emulator_cpus, args.loadgen_cpus, args.direct_loadgen_cpus = (
+        cpus(args.gateway_cpus), cpus(args.emulator_cpus), cpus(args.loadgen_cpus), cpus(args.direct_loadgen_cpus))
     results = asyncio.run(main_async(args))
     if "inproc" in args.phases:
         from bench import inproc
@@ -418,7 +429,8 @@ def main(argv=None) -> int:
         "machine": f"{platform.node()}: {platform.processor() or platform.machine()}, "
                    f"{_cpu_model()}, {_cpu_count()} CPUs, Python {platform.python_version()}",
         "pinning": {"gateway": sorted(args.gateway_cpus or []), "emulator": sorted(args.emulator_cpus or []),
-                    "loadgen": sorted(args.loadgen_cpus or [])},
+                    "loadgen": sorted(args.loadgen_cpus or []),
+                    "loadgen_direct": sorted(args.direct_loadgen_cpus or [])},
         "quick": args.quick, "token_delay": args.token_delay, "load_before": results.get("load_before"),
         "load_after": os.getloadavg(),
     }

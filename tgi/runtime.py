@@ -160,7 +160,7 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
             health_interval=getattr(settings, "health_interval", 5.0), eject_after=getattr(settings, "eject_after", 2),
             reference=reference, down=[c.base_url for c in clients if c not in up],
         ))
-        grammar = await _grammar_support(getattr(settings, "grammar", "auto"), clients, up)
+        grammar = await _grammar_support(settings.grammar, clients, up)
         chat = ChatService(
             template=template, pool=pool, limits=limits, model_name=settings.model_name,
             count_tokens=token_counter(model_dir), request_timeout=getattr(settings, "request_timeout", None),

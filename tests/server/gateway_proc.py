@@ -1,9 +1,6 @@
-"""Start the gateway (``server_tgi.py``) as a real process on 127.0.0.1, the way users run it.
-
-The gateway runs with ``--grammar off`` unless ``args`` name ``--grammar``: tests script whole answers for the
-emulator, which sends them as written, and a guided gateway would cut a scripted call and ask for the rest
-again (tests/server/test_grammar.py asks for ``--grammar auto``).
-"""
+"""Start the gateway (``server_tgi.py``) as a real process on 127.0.0.1, the way users run it (with its
+defaults: ``--grammar off``, so a scripted answer is one TGI request; tests/server/test_grammar.py asks for
+``--grammar auto``)."""
 
 from __future__ import annotations
 
@@ -65,8 +62,6 @@ def start_gateway(args: list[str], *, wait: bool = True, timeout: float = 30.0,
                   env: dict | None = None) -> Iterator[GatewayHandle]:
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
-    if not any(arg.split("=", 1)[0] == "--grammar" for arg in args):
-        args = [*args, "--grammar", "off"]
     command = [sys.executable, str(SERVER), "--host", "127.0.0.1", "--port", str(port), *args]
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                env={**os.environ, **(env or {})}, cwd=str(SERVER.parent))
