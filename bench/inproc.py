@@ -4,7 +4,7 @@ stage of the pipeline (STYLE 7), and whether parsing stays linear (1k vs 16k tok
 The TGI events are the exact bytes the emulator writes (``data: {compact json}\\n\\n``, one HTTP chunk each);
 every stage is the project's real code: ``tgi.sse.SSEDecoder``, ``tgi.client._parse_event``,
 ``functionary.stops.StopTrimmer``, the template's stream parser, ``functionary.assemble.DeltaAssembler`` and
-the chunk encoder of ``tgi.chat``.
+the chunk encoder of ``tgi.chat`` (``_delta_chunk``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _stream_pipeline(template, prepared, stops, chunks: list[bytes]) -> int:
                 deltas += assembler.deltas(parser.feed(trimmer.finish()))
                 deltas += assembler.deltas(parser.finish())
             for delta in deltas:
-                n += len(chat_module._chunk(prefix, 0, chat_module._delta_dict(delta), None, None))
+                n += len(chat_module._delta_chunk(prefix, 0, delta, None))
     return n
 
 
@@ -131,7 +131,7 @@ def _stages(template, prepared, stops, chunks: list[bytes], repeat: int) -> dict
 
     def encode():
         for delta in deltas:
-            chat_module._chunk(prefix, 0, chat_module._delta_dict(delta), None, None)
+            chat_module._delta_chunk(prefix, 0, delta, None)
 
     return {name: _best(fn, repeat) / n * 1e6 for name, fn in
             (("SSE decode", sse), ("event validation", validate), ("stop trimming", trim),

@@ -184,9 +184,11 @@ def run_soak(report: Report, *, requests: int, concurrency: int, disconnect_shar
     report.figures.update({
         "requests": requests, "concurrency": concurrency, "seconds": round(elapsed, 1),
         "requests/s": round(requests / elapsed, 1), "outcomes": dict(sorted(tally.items())),
-        "TGI cancelled (client disconnects seen upstream)": state["cancelled"],
+        # cancelled upstream: client disconnects, and the guided (--grammar auto) cuts of tool-call answers
+        "TGI generations": state["requests"], "TGI generations cancelled": state["cancelled"],
         "TGI in flight after": state["in_flight"], "TGI connections held after": state["connections"],
         "gateway open fds after": fds,
         "gateway RSS MiB (start, 20%, end)": (samples[0][1] >> 20, warm >> 20, end >> 20),
         "RSS growth after warm-up": f"{growth:+.1%}",
+        "gateway RSS MiB every 5%": [rss >> 20 for _, rss in samples],
     })
