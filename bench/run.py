@@ -437,6 +437,7 @@ def main(argv=None) -> int:
     if args.no_report:
         return 0
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     from bench import report
 

@@ -30,11 +30,11 @@ SIZES = {
 }
 
 
-def run_badinput(report: Report, *, schemathesis_examples: int) -> None:
+def run_badinput(report: Report, *, schemathesis_examples: int, grammar: str | None) -> None:
     from tests.reliability import badinput
     from tests.reliability.stack import running_stack, unexpected_errors
 
-    with running_stack() as stack:
+    with running_stack(grammar=grammar) as stack:
         badinput.run_hand_cases(stack.url, report)
         badinput.run_schemathesis(stack.url, report, examples=schemathesis_examples)
         badinput.still_serving(stack.url, report)
@@ -42,25 +42,25 @@ def run_badinput(report: Report, *, schemathesis_examples: int) -> None:
         report.check(not unexpected, f"gateway logged {len(unexpected)} unexpected errors: {unexpected[:3]}")
 
 
-def run_faults(report: Report, *, rounds: int) -> None:
+def run_faults(report: Report, *, rounds: int, grammar: str | None) -> None:  # no tools: grammars play no part
     from tests.reliability.faults import run_faults as run
 
     run(report, rounds=rounds)
 
 
-def run_soak(report: Report, *, requests: int, concurrency: int) -> None:
+def run_soak(report: Report, *, requests: int, concurrency: int, grammar: str | None) -> None:
     from tests.reliability.soak import run_soak as run
 
-    run(report, requests=requests, concurrency=concurrency)
+    run(report, requests=requests, concurrency=concurrency, grammar=grammar)
 
 
-def run_security(report: Report, *, timing_rounds: int) -> None:
+def run_security(report: Report, *, timing_rounds: int, grammar: str | None) -> None:
     from tests.reliability.security import run_security as run
 
-    run(report, timing_rounds=timing_rounds)
+    run(report, timing_rounds=timing_rounds, grammar=grammar)
 
 
-def run_parsers(report: Report, *, examples: int) -> None:
+def run_parsers(report: Report, *, examples: int, grammar: str | None) -> None:  # pure parsers: no gateway
     """tests/functionary/test_parser_properties.py with FUNCTIONARY_HYPOTHESIS_EXAMPLES=examples."""
     env = {**os.environ, "FUNCTIONARY_HYPOTHESIS_EXAMPLES": str(examples)}
     command = [sys.executable, "-m", "pytest", "tests/functionary/test_parser_properties.py", "-q",
@@ -91,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", choices=sorted(SUITES))
     parser.add_argument("--long", action="store_true", help="the long run (figures for bench/RESULTS.md)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--grammar", choices=("auto", "on", "off"), default=None,
+                        help="the gateway's --grammar (default: the gateway's own default)")
     args = parser.parse_args(argv)
     sizes = SIZES[args.suite][1 if args.long else 0]
-    report = Report(args.suite + (" (long)" if args.long else ""))
+    report = Report(args.suite + (" (long)" if args.long else "") + (f" --grammar {args.grammar}" if args.grammar else ""))
     started = time.monotonic()
-    SUITES[args.suite](report, **sizes)
+    SUITES[args.suite](report, **sizes, grammar=args.grammar)
     report.figures.setdefault("seconds", round(time.monotonic() - started, 1))
     print(report.summary())
     if args.json:

@@ -176,12 +176,12 @@ def check_secrets_not_logged(report: Report, stack) -> None:
     report.figures["gateway log lines searched"] = len(logs.splitlines())
 
 
-def run_security(report: Report, *, timing_rounds: int = 0) -> None:
+def run_security(report: Report, *, timing_rounds: int = 0, grammar: str | None = None) -> None:
     check_key_comparison_is_constant_time(report)
     check_docker_args(report)
     env = {"FUNCTIONARY_API_KEYS": ENV_KEY, "HF_TOKEN": HF_TOKEN}
     args = ["--api-key", KEY, "--max-body-bytes", str(BODY_LIMIT), "--log-level", "debug"]
-    with running_stack(gateway_args=args, gateway_env=env) as stack:
+    with running_stack(gateway_args=args, gateway_env=env, grammar=grammar) as stack:
         check_auth(stack.url, report)
         check_body_limit(stack.url, report)
         if timing_rounds:

@@ -148,9 +148,11 @@ async def _drive(base_url: str, *, requests: int, concurrency: int, disconnect_s
 
 
 def run_soak(report: Report, *, requests: int, concurrency: int, disconnect_share: float = 0.05,
-             seed: int = 1234, emulator_concurrency: int = 128, token_delay: float = 0.05) -> None:
+             seed: int = 1234, emulator_concurrency: int = 128, token_delay: float = 0.05,
+             grammar: str | None = None) -> None:
     """``requests`` requests, ``concurrency`` at a time; fills the report's cases, failures and figures."""
-    with running_stack(token_delay=token_delay, max_concurrent_requests=emulator_concurrency) as stack:
+    with running_stack(token_delay=token_delay, max_concurrent_requests=emulator_concurrency,
+                       grammar=grammar) as stack:
         pid = stack.gateway.process.pid
         samples: list[tuple[int, int]] = [(0, rss_bytes(pid))]
         step = max(requests // 20, 1)
@@ -165,6 +167,7 @@ def run_soak(report: Report, *, requests: int, concurrency: int, disconnect_shar
                                    on_progress=on_progress))
         elapsed = time.monotonic() - started
         state = stack.tgi.wait_state(lambda s: s["in_flight"] == 0, timeout=5)
+        time.sleep(2.0)  # the load generator's connections finish closing
         fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
         logs = stack.gateway.logs()
     report.cases += requests
@@ -184,7 +187,7 @@ def run_soak(report: Report, *, requests: int, concurrency: int, disconnect_shar
     report.figures.update({
         "requests": requests, "concurrency": concurrency, "seconds": round(elapsed, 1),
         "requests/s": round(requests / elapsed, 1), "outcomes": dict(sorted(tally.items())),
-        # cancelled upstream: client disconnects, and the guided (--grammar auto) cuts of tool-call answers
+        # cancelled upstream: client disconnects (and with --grammar auto the guided cuts of tool-call answers)
         "TGI generations": state["requests"], "TGI generations cancelled": state["cancelled"],
         "TGI in flight after": state["in_flight"], "TGI connections held after": state["connections"],
         "gateway open fds after": fds,

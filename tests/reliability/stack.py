@@ -51,12 +51,13 @@ def model_dir_for(version: str, root: Path) -> Path:
     return make_model_dir(root / version.replace(".", "_"), special_tokens=specials)
 
 
-def gateway_command(model_dir: Path, endpoint: str, *extra: str, version: str = VERSION) -> list[str]:
-    """The gateway's arguments; ``--grammar auto``, the users' default, unless ``extra`` names one (the server
-    tests' start_gateway turns grammars off for their scripted answers; these suites test what users run)."""
-    grammar = [] if any(arg.split("=", 1)[0] == "--grammar" for arg in extra) else ["--grammar", "auto"]
+def gateway_command(model_dir: Path, endpoint: str, *extra: str, version: str = VERSION,
+                    grammar: str | None = None) -> list[str]:
+    """The gateway's arguments. ``grammar`` (auto / on / off) sets ``--grammar``; without it the gateway runs
+    with its default, off (start_gateway adds ``--grammar off`` when none is named)."""
+    chosen = ["--grammar", grammar] if grammar is not None else []
     return ["--model", str(model_dir), "--endpoint", endpoint, "--prompt-template", version, "--no-launch",
-            "--served-model-name", MODEL_NAME, *grammar, *extra]
+            "--served-model-name", MODEL_NAME, *chosen, *extra]
 
 
 def unexpected_errors(logs: str) -> list[str]:
@@ -77,12 +78,12 @@ def unexpected_errors(logs: str) -> list[str]:
 
 @contextlib.contextmanager
 def running_stack(*, version: str = VERSION, gateway_args: list[str] | tuple[str, ...] = (),
-                  gateway_env: dict | None = None, **switches: object) -> Iterator[Stack]:
+                  gateway_env: dict | None = None, grammar: str | None = None, **switches: object) -> Iterator[Stack]:
     """The emulator (``switches`` become its CLI flags) and a gateway for ``version`` in front of it."""
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         model_dir = model_dir_for(version, Path(tmp))
         with start_emulator(**{**EMULATOR_LIMITS, **switches}) as tgi:
-            args = gateway_command(model_dir, tgi.base_url, *gateway_args, version=version)
+            args = gateway_command(model_dir, tgi.base_url, *gateway_args, version=version, grammar=grammar)
             with start_gateway(args, env=gateway_env, wait=False) as gateway:
                 wait_healthy(gateway)
                 yield Stack(tgi, gateway, model_dir)

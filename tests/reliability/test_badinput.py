@@ -32,6 +32,16 @@ def test_hand_cases(stack, report) -> None:
     assert_clean(report)
 
 
+def test_hand_cases_with_grammar_auto(report) -> None:
+    """Tool schemas are grammars for TGI under --grammar auto: the same cases through the guided path."""
+    with running_stack(grammar="auto") as guided:
+        badinput.run_hand_cases(guided.url, report)
+        badinput.still_serving(guided.url, report)
+        errors = unexpected_errors(guided.gateway.logs())
+    assert not errors, errors[:3]
+    assert_clean(report)
+
+
 def test_schemathesis_short(stack, report) -> None:
     badinput.run_schemathesis(stack.url, report, examples=80)
     badinput.still_serving(stack.url, report)
