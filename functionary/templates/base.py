@@ -133,35 +133,70 @@ class StreamParser:
         raise NotImplementedError
 
 
-class StrippingParser(StreamParser):
-    """Feeds ``inner`` the text as ``text.strip()`` would leave it, under any chunking: leading
-    whitespace is dropped, a whitespace run is held back until something follows it."""
+class StripSegment:
+    """Passes on a segment's text as ``.strip()`` would leave it, under any chunking: leading
+    whitespace is dropped, a whitespace run is held back until more text follows it, and whatever
+    is held when the segment ends is dropped."""
 
-    __slots__ = ("_inner", "_started", "_pending")
+    __slots__ = ("started", "_pending")
 
-    def __init__(self, inner: StreamParser) -> None:
-        self._inner = inner
-        self._started = False
+    def __init__(self) -> None:
+        self.started = False
         self._pending = ""
 
-    def feed(self, text: str) -> list[Event]:
-        if not text:
-            return []
-        if not self._started:
+    def push(self, text: str) -> str:
+        if not self.started:
             text = text.lstrip()
             if not text:
-                return []
-            self._started = True
+                return ""
+            self.started = True
         body = text.rstrip()
-        if not body:  # whitespace only: hold it back
+        if not body:
             self._pending += text
-            return []
-        out = self._inner.feed(self._pending + body) if self._pending else self._inner.feed(body)
+            return ""
+        out = self._pending + body if self._pending else body
         self._pending = text[len(body):]
         return out
 
+
+class StrippingParser(StreamParser):
+    """Feeds ``inner`` the text as ``text.strip()`` would leave it, under any chunking."""
+
+    __slots__ = ("_inner", "_segment")
+
+    def __init__(self, inner: StreamParser) -> None:
+        self._inner = inner
+        self._segment = StripSegment()
+
+    def feed(self, text: str) -> list[Event]:
+        text = self._segment.push(text)
+        return self._inner.feed(text) if text else []
+
     def finish(self) -> list[Event]:
         return self._inner.finish()
+
+
+class BufferedParser(StreamParser):
+    """A parser that appends each token to a buffer and lets ``_run`` consume what it can: ``final``
+    says the output has ended. Events go to ``self._out``."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._out: list[Event] = []
+
+    def _run(self, *, final: bool) -> None:
+        raise NotImplementedError
+
+    def feed(self, text: str) -> list[Event]:
+        self._buf += text
+        self._run(final=False)
+        out, self._out = self._out, []
+        return out
+
+    def finish(self) -> list[Event]:
+        self._run(final=True)
+        out, self._out = self._out, []
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,15 +23,16 @@ import enum
 
 from functionary.errors import InvalidRequestError, UnsupportedRequestError
 from functionary.templates.base import (
+    BufferedParser,
+    StripSegment,
     ArgumentsDelta,
-    Event,
     PreparedRequest,
     PromptTemplate,
     StreamParser,
     TextDelta,
     ToolCallStart,
 )
-from functionary.templates.v2 import StripSegment, find_first, partial_marker_len
+from functionary.templates._markers import find_first, partial_marker_len
 
 START_CALL = "<|START_OF_FUNCTION_CALL|>"
 END_SYSTEM = "<|END_OF_SYSTEM|>"
@@ -111,7 +112,7 @@ class _Stage(enum.Enum):
 _MARKERS = (START_CALL,)
 
 
-class V1Parser(StreamParser):
+class V1Parser(BufferedParser):
     """Text (stripped) up to ``<|START_OF_FUNCTION_CALL|>``; then one call: the name up to the
     first ``:`` (stripped) and everything after it as arguments (stripped). Text before the call is
     kept as content. A name that never reaches its ``:`` (output cut short) is a call with empty
@@ -121,21 +122,9 @@ class V1Parser(StreamParser):
 
     def __init__(self) -> None:
         self._stage = _Stage.TEXT
-        self._buf = ""
+        super().__init__()
         self._scan = 0
         self._segment = StripSegment()
-        self._out: list[Event] = []
-
-    def feed(self, text: str) -> list[Event]:
-        self._buf += text
-        self._run(final=False)
-        out, self._out = self._out, []
-        return out
-
-    def finish(self) -> list[Event]:
-        self._run(final=True)
-        out, self._out = self._out, []
-        return out
 
     def _run(self, *, final: bool) -> None:
         if self._stage is _Stage.TEXT:

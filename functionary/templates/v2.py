@@ -14,18 +14,18 @@ A history with a legacy ``function`` message is rendered as upstream a8b0de1 did
 on it): every turn opens with ``\\n``, assistant-like turns always close with ``<|stop|>``.
 
 The model's output continues after ``<|recipient|>``: ``{recipient}\\n<|content|>{body}``, more
-turns joined by ``\\n<|from|>assistant\\n<|recipient|>``. Recipient ``all`` is text. This module
-also holds the small scanning helpers the legacy family's streaming parsers share.
-"""
+turns joined by ``\\n<|from|>assistant\\n<|recipient|>``. Recipient ``all`` is text. """
 
 from __future__ import annotations
 
 import enum
 
 from functionary.errors import InvalidRequestError
+from functionary.templates._markers import find_first, partial_marker_len, rescan_from
 from functionary.templates.base import (
     ArgumentsDelta,
-    Event,
+    BufferedParser,
+    StripSegment,
     PreparedRequest,
     PromptTemplate,
     StreamParser,
@@ -124,62 +124,6 @@ def _render_function_history(prepared: PreparedRequest, schema: str, system: str
 
 
 # ---------------------------------------------------------------------------------------------
-# Scanning helpers shared by the legacy family's parsers (v1, v2, v2.llama3)
-
-
-def find_first(text: str, markers: tuple[str, ...], start: int = 0) -> tuple[int, str]:
-    """Index and text of the earliest complete marker at or after ``start``; (-1, "") if none."""
-    best, found = -1, ""
-    for marker in markers:
-        i = text.find(marker, start)
-        if i >= 0 and (best < 0 or i < best):
-            best, found = i, marker
-    return best, found
-
-
-def partial_marker_len(text: str, markers: tuple[str, ...]) -> int:
-    """Length of the longest end of ``text`` that could still grow into one of ``markers``."""
-    best = 0
-    for marker in markers:
-        for k in range(min(len(marker) - 1, len(text)), best, -1):
-            if text.endswith(marker[:k]):
-                best = k
-                break
-    return best
-
-
-def rescan_from(text: str, markers: tuple[str, ...]) -> int:
-    """Where the next search of a growing buffer must restart to still see a split marker."""
-    return max(0, len(text) - max(len(m) for m in markers) + 1)
-
-
-class StripSegment:
-    """Emits one segment's text as ``.strip()`` would leave it, under any chunking: leading
-    whitespace is dropped, a whitespace run is held back until more text follows it, whatever is
-    held when the segment ends is dropped."""
-
-    __slots__ = ("started", "_pending")
-
-    def __init__(self) -> None:
-        self.started = False
-        self._pending = ""
-
-    def push(self, text: str) -> str:
-        if not self.started:
-            text = text.lstrip()
-            if not text:
-                return ""
-            self.started = True
-        body = text.rstrip()
-        if not body:
-            self._pending += text
-            return ""
-        out = self._pending + body
-        self._pending = text[len(body):]
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
 # The v2 output parser
 
 
@@ -194,7 +138,7 @@ _BODY_ENDS = (FROM,)
 _HEADER_ENDS = (RECIPIENT,)
 
 
-class V2Parser(StreamParser):
+class V2Parser(BufferedParser):
     """Turns are split on ``<|from|>``; a recipient ends at ``<|content|>`` and is stripped; a body
     is stripped. Recipient ``all`` (or an empty one) is text; several text turns are joined with a
     newline. A recipient that never reaches ``<|content|>`` (output cut short) is a call with empty
@@ -203,9 +147,8 @@ class V2Parser(StreamParser):
     __slots__ = ("_stage", "_buf", "_scan", "_is_text", "_segment", "_had_text", "_out")
 
     def __init__(self, choice: ToolChoice) -> None:
-        self._buf = ""
+        super().__init__()
         self._scan = 0
-        self._out: list[Event] = []
         self._had_text = False
         self._segment = StripSegment()
         self._is_text = False
@@ -216,17 +159,6 @@ class V2Parser(StreamParser):
             self._open_body(text=False)
         else:
             self._stage = _Stage.RECIPIENT
-
-    def feed(self, text: str) -> list[Event]:
-        self._buf += text
-        self._run(final=False)
-        out, self._out = self._out, []
-        return out
-
-    def finish(self) -> list[Event]:
-        self._run(final=True)
-        out, self._out = self._out, []
-        return out
 
     # -- stages ------------------------------------------------------------------------------
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import enum
 
 from functionary.templates.base import (
+    BufferedParser,
+    StripSegment,
     ArgumentsDelta,
-    Event,
     PreparedRequest,
     PromptTemplate,
     StreamParser,
@@ -31,13 +32,8 @@ from functionary.templates.base import (
     ToolCallStart,
     ToolChoice,
 )
-from functionary.templates.v2 import (
-    StripSegment,
-    find_first,
-    partial_marker_len,
-    require_tool_names,
-    rescan_from,
-)
+from functionary.templates._markers import find_first, partial_marker_len, rescan_from
+from functionary.templates.v2 import require_tool_names
 from functionary.typescript_v2 import preamble_texts
 
 SEP = "<|reserved_special_token_249|>"
@@ -118,7 +114,7 @@ _SEPS = (SEP,)
 _NAME_ENDS = ("\n", SEP)
 
 
-class V2Llama3Parser(StreamParser):
+class V2Llama3Parser(BufferedParser):
     """Text (stripped) up to the first separator; then each ``{SEP}{name}\\n{arguments}`` is a call,
     name and arguments stripped. A name that never reaches its newline (output cut short) is a
     call with empty arguments; a separator with no name is ignored."""
@@ -126,10 +122,9 @@ class V2Llama3Parser(StreamParser):
     __slots__ = ("_stage", "_buf", "_scan", "_name_started", "_segment", "_out")
 
     def __init__(self, choice: ToolChoice) -> None:
-        self._buf = ""
+        super().__init__()
         self._scan = 0
         self._name_started = False
-        self._out: list[Event] = []
         self._segment = StripSegment()
         self._stage = _Stage.TEXT
         if choice.kind == "required":
@@ -137,17 +132,6 @@ class V2Llama3Parser(StreamParser):
         elif choice.kind == "named":
             self._out.append(ToolCallStart(choice.name or ""))
             self._stage = _Stage.ARGS
-
-    def feed(self, text: str) -> list[Event]:
-        self._buf += text
-        self._run(final=False)
-        out, self._out = self._out, []
-        return out
-
-    def finish(self) -> list[Event]:
-        self._run(final=True)
-        out, self._out = self._out, []
-        return out
 
     def _run(self, *, final: bool) -> None:
         while True:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import time
+import json
 
 import httpx
 import pytest
 
 from tests.server.gateway_proc import start_gateway
-from tests.tgi.emulator_proc import free_port
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
@@ -83,7 +81,8 @@ def test_error_after_first_token_is_one_event_then_done(gw, emulator) -> None:
         assert r.status_code == 200
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
-    assert '"error"' in lines[-2] and "generation" in lines[-2].lower() or "Request failed" in lines[-2]
+    error = json.loads(lines[-2].removeprefix("data: "))["error"]
+    assert error["type"] == "upstream_error" and "Request failed during generation" in error["message"]
 
 
 def test_stream_cut_without_final_event(gw, emulator) -> None:
