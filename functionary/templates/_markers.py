@@ -28,3 +28,14 @@ def partial_marker_len(text: str, markers: tuple[str, ...]) -> int:
 def rescan_from(text: str, markers: tuple[str, ...]) -> int:
     """Where the next search of a growing buffer must restart to still see a split marker."""
     return max(0, len(text) - max(len(m) for m in markers) + 1)
+
+
+def take_until(buf: str, markers: tuple[str, ...], *, final: bool) -> tuple[str, str, bool]:
+    """Splits a growing buffer at its first complete marker: ``(before, after, True)``. Without one,
+    ``(safe, held, False)``: ``held`` is an end that could still grow into a marker (nothing once the
+    output is ``final``)."""
+    i, marker = find_first(buf, markers)
+    if i < 0:
+        keep = 0 if final else partial_marker_len(buf, markers)
+        return buf[: len(buf) - keep], buf[len(buf) - keep:], False
+    return buf[:i], buf[i + len(marker):], True

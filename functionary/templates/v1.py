@@ -32,7 +32,7 @@ from functionary.templates.base import (
     TextDelta,
     ToolCallStart,
 )
-from functionary.templates._markers import find_first, partial_marker_len
+from functionary.templates._markers import take_until
 
 START_CALL = "<|START_OF_FUNCTION_CALL|>"
 END_SYSTEM = "<|END_OF_SYSTEM|>"
@@ -128,14 +128,10 @@ class V1Parser(BufferedParser):
 
     def _run(self, *, final: bool) -> None:
         if self._stage is _Stage.TEXT:
-            i, _ = find_first(self._buf, _MARKERS)
-            if i < 0:
-                keep = 0 if final else partial_marker_len(self._buf, _MARKERS)
-                self._emit(self._buf[: len(self._buf) - keep])
-                self._buf = self._buf[len(self._buf) - keep:]
+            before, self._buf, found = take_until(self._buf, _MARKERS, final=final)
+            self._emit(before)
+            if not found:
                 return
-            self._emit(self._buf[:i])
-            self._buf = self._buf[i + len(START_CALL):]
             self._stage = _Stage.NAME
         if self._stage is _Stage.NAME:
             i = self._buf.find(":", self._scan)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 
 from functionary.errors import InvalidRequestError
-from functionary.templates._markers import find_first, partial_marker_len, rescan_from
+from functionary.templates._markers import find_first, partial_marker_len, rescan_from, take_until
 from functionary.templates.base import (
     ArgumentsDelta,
     BufferedParser,
@@ -183,22 +183,15 @@ class V2Parser(BufferedParser):
                     self._end_recipient(name)
                     self._stage = _Stage.HEADER
             elif self._stage is _Stage.BODY:
-                i, _ = find_first(self._buf, _BODY_ENDS)
-                if i < 0:
-                    keep = 0 if final else partial_marker_len(self._buf, _BODY_ENDS)
-                    self._emit(self._buf[: len(self._buf) - keep])
-                    self._buf = self._buf[len(self._buf) - keep:]
+                before, self._buf, found = take_until(self._buf, _BODY_ENDS, final=final)
+                self._emit(before)
+                if not found:
                     return
-                self._emit(self._buf[:i])
-                self._buf = self._buf[i + len(FROM):]
                 self._stage = _Stage.HEADER
             else:
-                i, _ = find_first(self._buf, _HEADER_ENDS)
-                if i < 0:
-                    keep = 0 if final else partial_marker_len(self._buf, _HEADER_ENDS)
-                    self._buf = self._buf[len(self._buf) - keep:]
+                _, self._buf, found = take_until(self._buf, _HEADER_ENDS, final=final)
+                if not found:
                     return
-                self._buf = self._buf[i + len(RECIPIENT):]
                 self._stage, self._scan = _Stage.RECIPIENT, 0
 
     def _end_recipient(self, name: str) -> None:

@@ -32,7 +32,7 @@ from functionary.templates.base import (
     ToolCallStart,
     ToolChoice,
 )
-from functionary.templates._markers import find_first, partial_marker_len, rescan_from
+from functionary.templates._markers import find_first, partial_marker_len, rescan_from, take_until
 from functionary.templates.v2 import require_tool_names
 from functionary.typescript_v2 import preamble_texts
 
@@ -154,14 +154,10 @@ class V2Llama3Parser(BufferedParser):
                 self._scan, self._name_started = 0, False
                 self._start_call(name, then=_Stage.ARGS if marker == "\n" else _Stage.NAME)
                 continue
-            i, _ = find_first(self._buf, _SEPS)
-            if i < 0:
-                keep = 0 if final else partial_marker_len(self._buf, _SEPS)
-                self._emit(self._buf[: len(self._buf) - keep])
-                self._buf = self._buf[len(self._buf) - keep:]
+            before, self._buf, found = take_until(self._buf, _SEPS, final=final)
+            self._emit(before)
+            if not found:
                 return
-            self._emit(self._buf[:i])
-            self._buf = self._buf[i + len(SEP):]
             self._stage, self._scan, self._name_started = _Stage.NAME, 0, False
 
     def _start_call(self, name: str, *, then: _Stage) -> None:
