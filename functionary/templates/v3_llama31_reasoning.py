@@ -17,19 +17,17 @@ from functionary.templates._llama31_calls import (
     tools_block,
 )
 from functionary.templates.base import PreparedRequest, PromptTemplate, StreamParser
-from functionary.templates.v3_llama31 import EOM, EOT, GENERATION_PROMPT, IPYTHON, KNOWLEDGE, header
+from functionary.templates.v3_llama31 import EOM, EOT, GENERATION_PROMPT, IPYTHON, KNOWLEDGE, V3Llama31Template, header
 
 REASONING = "Reasoning Mode: On\n\n"
 
 
 class V3Llama31ReasoningTemplate(FunctionTagGrammar, PromptTemplate):
     version = "v3-llama3.1-reasoning"
-    stop_tokens = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
-    eos_tokens = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
-    special_tokens = (
-        "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-        "<|eot_id|>", "<|eom_id|>", "<|python_tag|>",
-    )
+    # the same Llama-3.1 tokenizer as v3-llama3.1
+    stop_tokens = V3Llama31Template.stop_tokens
+    eos_tokens = V3Llama31Template.eos_tokens
+    special_tokens = V3Llama31Template.special_tokens
 
     def render(self, prepared: PreparedRequest) -> str:
         functions, code_interpreter = split_builtin_tools(prepared.tools)
