@@ -222,7 +222,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from tgi.runtime import open_runtime  # the TGI side: tokenizer, template, pool, launcher
+    from tgi.api.runtime import open_runtime  # the TGI side: tokenizer, template, pool, launcher
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -230,7 +230,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.runtime = await stack.enter_async_context(open_runtime(settings))
             yield
 
-    from tgi.metrics import Metrics
+    from tgi.ops.metrics import Metrics
 
     app = FastAPI(title="Functionary TGI gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
@@ -266,7 +266,7 @@ class RequestContextMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        from tgi.metrics import RequestRecord
+        from tgi.ops.metrics import RequestRecord
 
         rid = None
         for key, value in scope["headers"]:
@@ -456,7 +456,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
                 f"The model '{req.model}' does not exist; this server serves '{settings.model_name}'.",
                 param="model",
             )
-        from tgi.chat import new_request_id
+        from tgi.pipeline.chat import new_request_id
 
         record = request.scope["state"]["record"]
         plan = runtime.chat.plan(req, request_id=new_request_id(), record=record)
@@ -522,7 +522,7 @@ class _StartupFailure(logging.Filter):
 
 def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(argv)
-    from tgi.logs import configure_logging, secrets_from_env
+    from tgi.ops.logs import configure_logging, secrets_from_env
 
     configure_logging(level=settings.log_level, fmt=settings.log_format,
                       secrets=(*settings.api_keys, *secrets_from_env()))
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("uvicorn.error").addFilter(_StartupFailure())
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-        lifespan="on", timeout_graceful_shutdown=10, log_config=None,  # our handler and format (tgi/logs.py)
+        lifespan="on", timeout_graceful_shutdown=10, log_config=None,  # our handler and format (tgi/ops/logs.py)
         # longer than clients keep idle connections (httpx and so openai-python: 5 s): at uvicorn's own 5 s a
         # client reusing a connection races the server closing it and gets a connection error
         timeout_keep_alive=65,

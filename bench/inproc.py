@@ -2,9 +2,9 @@
 stage of the pipeline (STYLE 7), and whether parsing stays linear (1k vs 16k tokens).
 
 The TGI events are the exact bytes the emulator writes (``data: {compact json}\\n\\n``, one HTTP chunk each);
-every stage is the project's real code: ``tgi.sse.SSEDecoder``, ``tgi.client._parse_event``,
+every stage is the project's real code: ``tgi.protocol.sse.SSEDecoder``, ``tgi.protocol.client._parse_event``,
 ``functionary.stops.StopTrimmer``, the template's stream parser, ``functionary.assemble.DeltaAssembler`` and
-the chunk encoder of ``tgi.chat`` (``_delta_chunk``).
+the chunk encoder of ``tgi.pipeline.chat`` (``_delta_chunk``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from functionary.assemble import DeltaAssembler, build_message
 from functionary.openai_types import ChatCompletionRequest
 from functionary.stops import StopTrimmer
 from functionary.templates import get_template
-from tgi import chat as chat_module
-from tgi.client import _parse_event
+from tgi.pipeline import chat as chat_module
+from tgi.protocol.client import _parse_event
 from tgi.emulator import tokens_from_text
-from tgi.params import Limits
-from tgi.runtime import token_counter
-from tgi.sse import SSEDecoder
+from tgi.pipeline.params import Limits
+from tgi.api.runtime import token_counter
+from tgi.protocol.sse import SSEDecoder
 from tests.model_fixture import make_model_dir
 
 

@@ -9,14 +9,14 @@ OpenAI-shaped body ``{"error": {"message", "type", "param", "code"}}`` with its 
     ├── ModelNotFoundError               404 invalid_request_error  code=model_not_found
     ├── PayloadTooLargeError             413 invalid_request_error  code=payload_too_large
     ├── UnknownTemplateError             (start-up only: no HTTP status is ever sent for it)
-    └── UpstreamError (tgi/errors.py)    errors that come from TGI or from reaching it
+    └── UpstreamError (tgi/protocol/errors.py)    errors that come from TGI or from reaching it
         ├── UpstreamValidationError      400 invalid_request_error
         ├── UpstreamOverloadedError      429 rate_limit_error      code=overloaded
         ├── UpstreamUnavailableError     503 service_unavailable   (Retry-After)
         ├── UpstreamGenerationError      502 upstream_error        (generation failed, stream cut)
         └── UpstreamTimeoutError         504 timeout_error         code=request_timeout (--request-timeout)
 
-``functionary/`` raises only the request-side errors; ``tgi/errors.py`` defines the Upstream branch
+``functionary/`` raises only the request-side errors; ``tgi/protocol/errors.py`` defines the Upstream branch
 and the single function that maps TGI's ``error_type`` to it.
 """
 

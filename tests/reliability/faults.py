@@ -143,7 +143,7 @@ class FaultRun:
     def both(self, name: str, allowed_plain: set[str], allowed_stream: set[str], *, script: Callable[[], list] | None = None,
              retried: bool = False, **kwargs) -> None:
         """Both modes. ``retried``: the fault loses the endpoint before the client saw output, so the gateway
-        may start the generation over (tgi/pool.py): the next scripted reply, RECOVERED, is then the answer."""
+        may start the generation over (tgi/cluster/pool.py): the next scripted reply, RECOVERED, is then the answer."""
         for stream, allowed in ((False, allowed_plain), (True, allowed_stream)):
             if script is not None:
                 self.tgi.control("DELETE", "/emulator/script")  # a RECOVERED reply left by a case not started over

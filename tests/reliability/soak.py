@@ -25,7 +25,7 @@ DEMO_TEXT = "Hello! How can I help you today?"
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-KEEPALIVE_POOL = 64  # tgi/client.py: max_keepalive_connections
+KEEPALIVE_POOL = 64  # tgi/protocol/client.py: max_keepalive_connections
 
 
 def _body(rng: random.Random, stream: bool) -> tuple[dict, bool]:

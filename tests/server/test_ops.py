@@ -15,7 +15,7 @@ from openai import OpenAI
 
 from server_tgi import settings_from_args
 from tests.server.gateway_proc import start_gateway
-from tgi.logs import LineFormatter
+from tgi.ops.logs import LineFormatter
 
 CHAT = "/v1/chat/completions"
 KEYS = ("key-one-Aa1Bb2Cc3", "key-two-Dd4Ee5Ff6")

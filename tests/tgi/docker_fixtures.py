@@ -2,7 +2,7 @@
 
 Every container a test creates carries the label ``functionary.test=<run id>`` and is removed after
 the test, whatever happened (and at the end of the session, and, for a crashed earlier run, once it
-is an hour old). The emulator image is built once (``tgi/docker_image.py``) and reused across runs.
+is an hour old). The emulator image is built once (``tgi/launch/docker_image.py``) and reused across runs.
 Import the fixtures into a test module by name.
 """
 
@@ -20,8 +20,8 @@ import docker
 import docker.errors
 import pytest
 
-from tgi.docker_image import DEFAULT_EMULATOR, TEST_LABEL, ensure_image
-from tgi.launcher import LaunchSpec
+from tgi.launch.docker_image import DEFAULT_EMULATOR, TEST_LABEL, ensure_image
+from tgi.launch.launcher import LaunchSpec
 
 RUN_ID = uuid.uuid4().hex[:12]
 TEST_LABELS = ((TEST_LABEL, RUN_ID),)

@@ -10,8 +10,8 @@ import pytest
 
 from functionary.errors import GatewayError
 from tests.tgi.emulator_proc import free_port
-from tgi.client import TGIClient
-from tgi.errors import (
+from tgi.protocol.client import TGIClient
+from tgi.protocol.errors import (
     UpstreamContextLengthError,
     UpstreamError,
     UpstreamGenerationError,
@@ -20,7 +20,7 @@ from tgi.errors import (
     UpstreamValidationError,
     error_from_tgi,
 )
-from tgi.types import GenerateParameters, GenerateRequest, StreamResponse
+from tgi.protocol.types import GenerateParameters, GenerateRequest, StreamResponse
 
 GREEDY = GenerateParameters(do_sample=False, max_new_tokens=20, details=True)
 

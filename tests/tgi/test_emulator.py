@@ -355,14 +355,14 @@ async def test_startup_delay_keeps_the_port_closed(start_emulator):
         socket.create_connection(("127.0.0.1", tgi.port), timeout=0.5).close()
     tgi.wait_healthy()
     assert time.monotonic() - started >= 0.6
-    logs = tgi.logs()
+    logs = tgi.ops.logs()
     assert "Starting shard" in logs and logs.index("Starting shard") < logs.index("Connected")
 
 
 def test_crash_on_start(start_emulator):
     tgi = start_emulator(crash_on_start=3, wait=False, json_output=True)
     assert tgi.process.wait(timeout=10) == 3
-    lines = [json.loads(line) for line in tgi.logs().splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in tgi.ops.logs().splitlines() if line.startswith("{")]
     messages = [line["fields"]["message"] for line in lines]
     assert messages[0].startswith("Args { model_id: ")
     assert "Shard 0 failed to start" in messages

@@ -1,4 +1,4 @@
-"""Grammars for TGI (tgi/grammar.py), the transcript of a guided answer (tgi/guided.py) and the emulator's demo
+"""Grammars for TGI (tgi/pipeline/grammar.py), the transcript of a guided answer (tgi/pipeline/guided.py) and the emulator's demo
 answers under a grammar; guided generation over a real pool and emulator processes."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from functionary.request import prepare_request
 from functionary.templates import get_template
 from functionary.templates.base import ParsedOutput, ToolCallStart
 from tgi import emulator
-from tgi.client import TGIClient
-from tgi.errors import UpstreamGenerationError
-from tgi.grammar import (
+from tgi.protocol.client import TGIClient
+from tgi.protocol.errors import UpstreamGenerationError
+from tgi.pipeline.grammar import (
     JSON_OBJECT_REGEX,
     GrammarSupport,
     arguments_grammar,
@@ -25,10 +25,10 @@ from tgi.grammar import (
     plan_grammar,
     response_grammar,
 )
-from tgi.guided import GuidedGeneration, Transcript, overlap
-from tgi.params import Limits
-from tgi.pool import EndpointPool
-from tgi.types import GenerateParameters
+from tgi.pipeline.guided import GuidedGeneration, Transcript, overlap
+from tgi.pipeline.params import Limits
+from tgi.cluster.pool import EndpointPool
+from tgi.protocol.types import GenerateParameters
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
            "required": ["city", "unit"]}

@@ -28,7 +28,7 @@ from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
     free_port,
 )
 from tests.tgi.hub_mirror import HubMirror, Repo, write_safetensors
-from tgi.docker_image import TEST_LABEL
+from tgi.launch.docker_image import TEST_LABEL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LLAMA31_SPECIALS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>")

@@ -31,7 +31,7 @@ from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
     make_spec,
     model_dir,
 )
-from tgi.launcher import (
+from tgi.launch.launcher import (
     DEFAULT_TGI_IMAGE,
     LABEL_GATEWAY,
     LABEL_IMAGE,
@@ -301,7 +301,7 @@ async def test_docker_unreachable_names_docker_host(model_dir, monkeypatch):
 _SIGNAL_DRIVER = """
 import asyncio, json, sys
 from pathlib import Path
-from tgi.launcher import LaunchSpec, launch_tgi
+from tgi.launch.launcher import LaunchSpec, launch_tgi
 values = json.loads(sys.argv[1])
 values["model_dir"] = Path(values["model_dir"])
 values["extra_args"] = tuple(values["extra_args"])

@@ -10,15 +10,15 @@ from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 import pytest
 
 from tests.tgi.emulator_proc import free_port
-from tgi.client import TGIClient
-from tgi.errors import (
+from tgi.protocol.client import TGIClient
+from tgi.protocol.errors import (
     UpstreamGenerationError,
     UpstreamOverloadedError,
     UpstreamUnavailableError,
     UpstreamValidationError,
 )
-from tgi.metrics import RequestRecord
-from tgi.pool import EndpointPool
+from tgi.ops.metrics import RequestRecord
+from tgi.cluster.pool import EndpointPool
 
 EOT = {"text": "<|eot_id|>", "special": True}
 WORDS = [{"text": w} for w in ("Hello", " there", ",", " friend", ".")]

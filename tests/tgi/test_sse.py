@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tgi.sse import SSEDecoder, SSEEvent, aiter_sse, encode_sse
+from tgi.protocol.sse import SSEDecoder, SSEEvent, aiter_sse, encode_sse
 
 TGI_STREAM = (
     b'data: {"index":1,"token":{"id":13347,"text":"Hi","logprob":-0.0625,"special":false},'

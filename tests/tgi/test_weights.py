@@ -27,7 +27,7 @@ from tests.tgi.hub_mirror import (
     Stall,
     make_tiny_model,
 )
-from tgi.weights import local_dir_for
+from tgi.launch.weights import local_dir_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "acme/tiny-functionary"
@@ -36,7 +36,7 @@ MIB = 1024 * 1024
 _DRIVER = """
 import asyncio, json, sys
 from pathlib import Path
-from tgi.weights import WeightsError, ensure_weights, fetch_tokenizer_files
+from tgi.launch.weights import WeightsError, ensure_weights, fetch_tokenizer_files
 args = json.loads(sys.argv[1])
 fetch = fetch_tokenizer_files if args["tokenizer_only"] else ensure_weights
 try:

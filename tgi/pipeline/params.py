@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from functionary.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedRequestError
 from functionary.openai_types import ChatCompletionRequest
-from tgi.types import GenerateParameters
+from tgi.protocol.types import GenerateParameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ def generate_parameters(
     seed: int | None = None,
 ) -> GenerateParameters:
     """The ``parameters`` object of a TGI generate request (only set keys: TGI rejects null for
-    several fields). Its ``grammar`` is set per generation by the guided path (tgi/guided.py)."""
+    several fields). Its ``grammar`` is set per generation by the guided path (tgi/pipeline/guided.py)."""
     params: dict = {"max_new_tokens": new_tokens, "details": True}
     temperature = request.temperature
     top_p = request.top_p

@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 from functionary.detect import detect_template
 from functionary.errors import GatewayError
 from functionary.templates import get_template
-from tgi.chat import ChatService
-from tgi.client import TGIClient
-from tgi.grammar import GrammarSupport
-from tgi.errors import UpstreamError
-from tgi.params import Limits
-from tgi.pool import EndpointPool, same_model
-from tgi.types import Info
+from tgi.pipeline.chat import ChatService
+from tgi.protocol.client import TGIClient
+from tgi.pipeline.grammar import GrammarSupport
+from tgi.protocol.errors import UpstreamError
+from tgi.pipeline.params import Limits
+from tgi.cluster.pool import EndpointPool, same_model
+from tgi.protocol.types import Info
 
 log = logging.getLogger("gateway.runtime")
 
@@ -97,7 +97,7 @@ async def _tokenizer_dir(settings) -> Path | None:
     local = Path(settings.model).expanduser()
     if local.is_dir():
         return local
-    from tgi.weights import fetch_tokenizer_files
+    from tgi.launch.weights import fetch_tokenizer_files
 
     try:
         return await fetch_tokenizer_files(
@@ -139,7 +139,7 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
         clients = [await stack.enter_async_context(TGIClient(url)) for url in settings.endpoints]
         up = await _answering(clients)
         if not up and not settings.no_launch and not settings.emulator:
-            from tgi.launcher import launch_for_settings
+            from tgi.launch.launcher import launch_for_settings
 
             await stack.enter_async_context(launch_for_settings(settings))
             up = await _answering(clients)

@@ -11,7 +11,7 @@ where the schema needs a top-level ``properties``, or ``{"type": "regex", "value
   grammars TGI refused to compile, and counters for the cost of guided generation;
 * :func:`plan_grammar`: what one request constrains (:class:`GrammarPlan`), decided before TGI is called.
 
-The generation itself (several TGI requests per answer) is ``tgi/guided.py``; the design is in docs/grammar.md.
+The generation itself (several TGI requests per answer) is ``tgi/pipeline/guided.py``; the design is in docs/grammar.md.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any, Literal
 from functionary.errors import InvalidRequestError
 from functionary.openai_types import ResponseFormat
 from functionary.templates.base import PreparedRequest, PromptTemplate
-from tgi.errors import UpstreamError, UpstreamValidationError
-from tgi.types import GenerateParameters, GenerateRequest, Grammar
+from tgi.protocol.errors import UpstreamError, UpstreamValidationError
+from tgi.protocol.types import GenerateParameters, GenerateRequest, Grammar
 
 log = logging.getLogger("gateway.grammar")
 
@@ -219,7 +219,7 @@ class GrammarSupport:
             log.info("grammar support at %s: %s", endpoint, "yes" if supported else "no (--disable-grammar-support)")
 
     async def probe(self, clients: Iterable) -> None:
-        """Ask each endpoint (a :class:`tgi.client.TGIClient`) whether it takes grammars. The probe's schema
+        """Ask each endpoint (a :class:`tgi.protocol.client.TGIClient`) whether it takes grammars. The probe's schema
         lacks ``properties``: TGI 2.3+ refuses it in validation, with a message that tells a disabled grammar
         apart from a bad one, so nothing is generated (older releases generate one token)."""
         if self.mode == "off":

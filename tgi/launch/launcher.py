@@ -409,12 +409,12 @@ async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log = pri
 
 @contextlib.asynccontextmanager
 async def launch_for_settings(settings, *, log: Log | None = None) -> AsyncIterator[TGIHandle]:
-    """server_tgi's glue: the weights on the host (``tgi.weights.ensure_weights``), then ``launch_tgi`` published
+    """server_tgi's glue: the weights on the host (``tgi.launch.weights.ensure_weights``), then ``launch_tgi`` published
     on the first ``--endpoint``'s port. ``settings`` has the CLI's fields: model, revision, endpoints,
     remote_model_save_folder, tgi_image, gpus, shm_size, num_shard, quantize, dtype, max_total_tokens,
     max_input_tokens, launcher_args, keep_container, replace, startup_timeout. The HF token comes from the
     environment (HF_TOKEN), read by huggingface_hub; it never reaches the container."""
-    from tgi.weights import ensure_weights
+    from tgi.launch.weights import ensure_weights
 
     log = log or logging.getLogger("gateway.launcher").info
     weights = await ensure_weights(

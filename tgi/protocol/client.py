@@ -25,14 +25,14 @@ from types import TracebackType
 import httpx
 from pydantic import ValidationError
 
-from tgi.errors import (
+from tgi.protocol.errors import (
     UpstreamError,
     UpstreamGenerationError,
     UpstreamUnavailableError,
     error_from_tgi,
 )
-from tgi.sse import SSEDecoder
-from tgi.types import TOKENIZE_RESPONSE, GenerateRequest, GenerateResponse, Info, SimpleToken, StreamResponse
+from tgi.protocol.sse import SSEDecoder
+from tgi.protocol.types import TOKENIZE_RESPONSE, GenerateRequest, GenerateResponse, Info, SimpleToken, StreamResponse
 
 __all__ = ["TGIClient"]
 

@@ -34,8 +34,8 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from tgi.client import TGIClient
-from tgi.errors import UpstreamError, UpstreamGenerationError, UpstreamOverloadedError, UpstreamUnavailableError
+from tgi.protocol.client import TGIClient
+from tgi.protocol.errors import UpstreamError, UpstreamGenerationError, UpstreamOverloadedError, UpstreamUnavailableError
 
 log = logging.getLogger("gateway.pool")
 
@@ -213,7 +213,7 @@ class EndpointPool:
     async def generate_stream(self, body: dict, *, record=None, buffered: bool = False) -> AsyncIterator:
         """TGI's events for ``body`` from one endpoint (see the module docstring for retries).
 
-        ``record`` (a :class:`tgi.metrics.RequestRecord`, or anything with ``endpoint``, ``retries`` and
+        ``record`` (a :class:`tgi.ops.metrics.RequestRecord`, or anything with ``endpoint``, ``retries`` and
         ``first_token_at``) gets the endpoint used, the retry count and the time of the first token; its ``lost``
         list, when it has one, names the endpoints lost mid-generation, which a new call avoids. ``buffered``
         holds the events back until the final one."""

@@ -129,7 +129,7 @@ class Metrics:
         self.tool_calls += record.tool_calls
 
     def render(self, endpoints: Iterable) -> str:
-        """The exposition text; ``endpoints`` are the pool's :class:`tgi.pool.EndpointStats`."""
+        """The exposition text; ``endpoints`` are the pool's :class:`tgi.cluster.pool.EndpointStats`."""
         out: list[str] = []
 
         def family(name: str, kind: str, help_text: str) -> None:

@@ -11,7 +11,7 @@ No registry is needed. Two images are built:
   ``functionary.emulator-sha256`` label follow the emulator's content and this recipe, so a changed
   emulator gives a new image in seconds and an unchanged one is reused.
 
-``python -m tgi.docker_image --ensure`` builds what is missing and prints the tag; it is idempotent and
+``python -m tgi.launch.docker_image --ensure`` builds what is missing and prints the tag; it is idempotent and
 answers in well under a second when the image exists.
 """
 
@@ -302,7 +302,7 @@ def _remove_stale_tops(client: docker.DockerClient, *, keep: str, log: Log) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tgi.docker_image", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tgi.launch.docker_image", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ensure", action="store_true", help="build the image if it is missing (idempotent)")
     parser.add_argument("--emulator", type=Path, default=DEFAULT_EMULATOR, help="emulator to bake in")
     parser.add_argument("--print-tag", action="store_true", help="only print the tag this emulator would get")

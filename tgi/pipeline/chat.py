@@ -23,13 +23,13 @@ from functionary.openai_types import ChatCompletionRequest, Delta
 from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
 from functionary.templates.base import ParsedOutput, PreparedRequest, PromptTemplate
-from tgi.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError
-from tgi.grammar import GrammarPlan, GrammarSupport, plan_grammar
-from tgi.guided import GuidedGeneration
-from tgi.metrics import RequestRecord
-from tgi.params import Limits, check_supported, generate_parameters, max_new_tokens, user_stops
-from tgi.pool import lost_endpoint
-from tgi.types import GenerateParameters, GenerateRequest
+from tgi.protocol.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError
+from tgi.pipeline.grammar import GrammarPlan, GrammarSupport, plan_grammar
+from tgi.pipeline.guided import GuidedGeneration
+from tgi.ops.metrics import RequestRecord
+from tgi.pipeline.params import Limits, check_supported, generate_parameters, max_new_tokens, user_stops
+from tgi.cluster.pool import lost_endpoint
+from tgi.protocol.types import GenerateParameters, GenerateRequest
 
 log = logging.getLogger("gateway.chat")
 
@@ -50,8 +50,8 @@ class Plan:
     n: int
     logprobs: bool
     include_usage: bool
-    record: RequestRecord | None = None  # ops: filled for the log line and /metrics (tgi/metrics.py)
-    grammar: GrammarPlan | None = None  # what TGI grammars constrain (tgi/grammar.py); None: one plain generation
+    record: RequestRecord | None = None  # ops: filled for the log line and /metrics (tgi/ops/metrics.py)
+    grammar: GrammarPlan | None = None  # what TGI grammars constrain (tgi/pipeline/grammar.py); None: one plain generation
 
 
 @dataclass(slots=True)
@@ -237,7 +237,7 @@ class ChatService:
         completion_tokens = details.generated_tokens if details is not None else final.index
         return message, reason, logprobs, getattr(details, "input_length", None), completion_tokens
 
-    # -- guided by grammars (tgi/guided.py): the same results from several TGI generations ----
+    # -- guided by grammars (tgi/pipeline/guided.py): the same results from several TGI generations ----
 
     def _guided(self, plan: Plan, index: int, *, buffered: bool) -> GuidedGeneration:
         return GuidedGeneration(

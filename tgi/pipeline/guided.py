@@ -27,10 +27,10 @@ from enum import Enum
 
 from functionary.stops import StopTrimmer
 from functionary.templates.base import Event, PreparedRequest, PromptTemplate, TextDelta, ToolCallStart
-from tgi.errors import UpstreamGenerationError, UpstreamValidationError
-from tgi.grammar import GrammarPlan, GrammarSupport, literal_regex, rejection_kind
-from tgi.params import Limits
-from tgi.types import GenerateParameters, GenerateRequest, Grammar, StreamResponse
+from tgi.protocol.errors import UpstreamGenerationError, UpstreamValidationError
+from tgi.pipeline.grammar import GrammarPlan, GrammarSupport, literal_regex, rejection_kind
+from tgi.pipeline.params import Limits
+from tgi.protocol.types import GenerateParameters, GenerateRequest, Grammar, StreamResponse
 
 log = logging.getLogger("gateway.grammar")
 

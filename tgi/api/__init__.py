@@ -1,0 +1,1 @@
+"""The HTTP API: ``create_app(settings)``, its routes, middleware, auth, body reading, error mapping and start-up."""

@@ -1,0 +1,1 @@
+"""TGI on this host: model weights from the Hub, the TGI container through the Docker SDK, the emulator test image."""

@@ -1,0 +1,1 @@
+"""Operations: the per-request record, Prometheus metrics and the log format."""

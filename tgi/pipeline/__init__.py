@@ -1,0 +1,1 @@
+"""The chat pipeline: a checked request -> prompt and TGI parameters -> TGI events -> stops -> parser -> OpenAI chunks."""
