@@ -3,13 +3,12 @@
 Requests are parsed leniently where OpenAI clients differ (content as string or parts, legacy
 ``functions``/``function_call``, ``strict`` on tools, ``parallel_tool_calls``...). Unknown request
 fields are kept in ``model_extra`` so the app can log them; they never cause an error.
-Response and chunk types are separate from the request-side message type, and delta types are
-separate from complete ones.
+The response side holds only the message and delta types the parsers produce; responses and chunks
+are encoded straight to JSON on the hot path (tgi/pipeline/chat.py).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -159,23 +158,6 @@ class ResponseToolCall(BaseModel):
     function: ResponseFunctionCall
 
 
-class TopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
-
-
-class TokenLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
-    top_logprobs: list[TopLogprob] = Field(default_factory=list)
-
-
-class ChoiceLogprobs(BaseModel):
-    content: list[TokenLogprob] | None = None
-
-
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
@@ -183,30 +165,6 @@ class ResponseMessage(BaseModel):
     function_call: ResponseFunctionCall | None = None
 
 
-FinishReason = Literal["stop", "length", "tool_calls", "function_call", "content_filter"]
-
-
-class Choice(BaseModel):
-    index: int
-    message: ResponseMessage
-    finish_reason: FinishReason
-    logprobs: ChoiceLogprobs | None = None
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[Choice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
 
 
 class FunctionCallDelta(BaseModel):
@@ -226,34 +184,3 @@ class Delta(BaseModel):
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
     function_call: FunctionCallDelta | None = None
-
-
-class ChunkChoice(BaseModel):
-    index: int
-    delta: Delta
-    finish_reason: FinishReason | None = None
-    logprobs: ChoiceLogprobs | None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    owned_by: str = "functionary-tgi-gateway"
-    context_length: int | None = None
-    max_model_len: int | None = None
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
