@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import aclosing
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -204,6 +205,47 @@ async def test_connections_are_reused(emulator):
             await collect(client, request())
             await client.generate(request())
         assert emulator.state()["connections"] == 2  # the client's one, and the state request's own
+
+
+async def _counting_proxy(target_port: int, accepted: list) -> asyncio.base_events.Server:
+    """A TCP relay on 127.0.0.1 that counts the connections it accepts (what TGI would see)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer.get_extra_info("peername"))
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(relay, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("consumer", ["to_the_end", "stops_at_final"])
+async def test_one_connection_for_many_streams(emulator, consumer):
+    """Each stream is read through its final event and the end of its body, so httpx pools the connection:
+    twenty streams, one TCP connection (a new one per request costs CPU on both sides and TIME-WAIT sockets)."""
+    emulator.script([{"text": "a b c<|eot_id|>"}] * 20)
+    accepted: list = []
+    proxy = await _counting_proxy(urlsplit(emulator.base_url).port, accepted)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        async with TGIClient(f"http://127.0.0.1:{port}") as client:
+            for _ in range(20):
+                async with aclosing(client.generate_stream(request())) as events:
+                    async for event in events:
+                        if consumer == "stops_at_final" and event.is_final:
+                            break
+    finally:
+        proxy.close()
+    assert len(accepted) == 1
 
 
 # ---------------------------------------------------------------------------------------------- error_from_tgi

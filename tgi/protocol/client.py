@@ -18,6 +18,7 @@ leaving it to garbage collection.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
@@ -124,9 +125,13 @@ class TGIClient:
             if response.status_code != 200:
                 raise await _error_response(response)
             async for event in events:
-                yield event
                 if event.is_final:
+                    # Read the body to its end before handing out the last event: httpx pools a connection only
+                    # when its response was read through, and a consumer usually stops right at this event.
+                    await _drain(events)
+                    yield event
                     return
+                yield event
             raise UpstreamGenerationError(
                 "TGI's stream ended before its final event", code="incomplete_generation_stream"
             )
@@ -153,6 +158,17 @@ def _body(request: GenerateRequest | Mapping) -> bytes:
     if not isinstance(request, GenerateRequest):
         request = GenerateRequest.model_validate(request)
     return request.to_json()
+
+
+async def _drain(events: AsyncIterator[StreamResponse], *, timeout: float = 1.0) -> None:
+    """Consume what follows TGI's final event (only the chunked body's end, normally). A server that keeps the
+    body open, or sends something broken after the final event, only costs the connection's reuse."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for _ in events:
+                pass
+    except (TimeoutError, UpstreamError):
+        pass
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[StreamResponse]:
