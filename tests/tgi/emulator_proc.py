@@ -13,6 +13,12 @@ Fixtures (``shared_emulator``, ``emulator``, ``start_emulator``): import them in
         ... talk HTTP to tgi.base_url ...
         assert tgi.state()["cancelled"] == 0
 
+Model mode (a real tokenizer, a greedy rule-driven model, grammars masked with outlines-core, see
+``tgi/emulator/model.py``): build a directory with ``tests.tgi.emulator_model.make_emulator_model_dir`` and
+start it with ``start_model_emulator(model_dir, **switches)`` (or the ``start_emulator`` fixture with
+``model_dir=...``); ``tgi.model_rules([...])`` replaces its rules at run time, ``tgi.reset()`` puts back the
+file's.
+
 Keyword switches become CLI flags (``max_total_tokens=512`` -> ``--max-total-tokens 512``; ``True`` -> a bare
 flag; ``None``/``False`` -> left out; a list -> the flag repeated). The emulator runs as ``python -m emulator`` from
 ``tests/tgi/emulator_home`` (a link to ``tgi/emulator``), the way the Docker image runs it, so it proves the
@@ -54,6 +60,7 @@ __all__ = [
     "free_port",
     "shared_emulator_fixture",
     "start_emulator",
+    "start_model_emulator",
     "start_emulator_fixture",
 ]
 
@@ -143,6 +150,10 @@ class EmulatorHandle:
     def requests(self) -> list[dict]:
         return self.control("GET", "/emulator/requests")["requests"]
 
+    def model_rules(self, rules: list) -> dict:
+        """Model mode: replace the model's rules (``[{"after", "write"}]``); returns the model's description."""
+        return self.control("POST", "/emulator/model", {"rules": rules})
+
     def state(self) -> dict:
         return self.control("GET", "/emulator/state")
 
@@ -181,6 +192,13 @@ def start_emulator(*, wait: bool = True, extra_args: list[str] | tuple[str, ...]
         handle.stop()
         with contextlib.suppress(OSError):
             handle.log_path.unlink()
+
+
+def start_model_emulator(model_dir: Path | str, **switches: object):
+    """``start_emulator`` in model mode over ``model_dir`` (see tests/tgi/emulator_model.py)."""
+    switches.setdefault("max_total_tokens", 65536)
+    switches.setdefault("max_input_tokens", 60000)
+    return start_emulator(model_dir=str(Path(model_dir).resolve()), **switches)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 
@@ -11,16 +12,19 @@ from .connection import Connection, Request
 from .control import ControlRoutes
 from .demo import demo_reply
 from .generation import GenerationRoutes
-from .plan import make_plan
+from .plan import Plan, make_plan
 from .replies import Reply, make_token
 from .tokenizer import Tokenizer
 from .validation import Limits, Valid, validate
 
+
 class Emulator(GenerationRoutes, ControlRoutes):
     """Routes, TGI's handlers, the script, the request log, counters and fault switches."""
 
-    def __init__(self, limits: Limits, tokenizer: Tokenizer, faults: dict, script: list, log: Log) -> None:
+    def __init__(self, limits: Limits, tokenizer: Tokenizer, faults: dict, script: list, log: Log,
+                 model=None) -> None:
         self.limits, self.tokenizer, self.log = limits, tokenizer, log
+        self.model = model  # model mode: a model.Model, whose tokenizer is then ``tokenizer``
         self.cli_faults = dict(faults)
         self.faults = dict(faults)
         self.script = collections.deque(script)
@@ -40,6 +44,7 @@ class Emulator(GenerationRoutes, ControlRoutes):
             "/emulator/faults": {"GET": self.get_faults, "POST": self.post_faults, "DELETE": self.delete_faults},
             "/emulator/script": {"GET": self.get_script, "POST": self.post_script, "DELETE": self.delete_script},
             "/emulator/reset": {"POST": self.post_reset},
+            "/emulator/model": {"GET": self.get_model, "POST": self.post_model},
         }
 
     def reset_counters(self) -> None:
@@ -165,9 +170,13 @@ class Emulator(GenerationRoutes, ControlRoutes):
             raise overloaded()
         self.in_flight += 1
 
-    def _next_reply(self, valid: Valid) -> Reply:
+    async def _next_reply(self, valid: Valid) -> Reply:
         if self.script and not self.faults["demo"]:
             return self.script.popleft()
+        if self.model is not None:  # the greedy model runs in a worker thread: the loop keeps serving
+            tokens = await asyncio.get_running_loop().run_in_executor(
+                None, self.model.generate, valid.inputs, valid.grammar, valid.limit)
+            return Reply(tokens, source="model")
         if valid.grammar is not None:  # not cached: the same inputs get another answer without the grammar
             return demo_reply(valid.inputs, grammar=valid.grammar, eos_texts=self.limits.eos_texts)
         cached = self._demo_cache.get(valid.inputs)
@@ -178,13 +187,13 @@ class Emulator(GenerationRoutes, ControlRoutes):
             self._demo_cache[valid.inputs] = cached
         return cached
 
-    def _start(self, req: GenRequest, entry: dict):
+    async def _start(self, req: GenRequest, entry: dict):
         """Permit, validation and the reply: (valid, plan). Raises TgiError."""
         self._acquire()
         try:
             valid = validate(req, self.limits, self.tokenizer)
             entry["input_length"] = valid.input_length
-            reply = self._next_reply(valid)
+            reply = await self._next_reply(valid)
             if reply.error is not None:
                 raise TgiError(reply.error["error"], reply.error.get("error_type", "generation"))
             return valid, make_plan(reply, valid, self.faults, self.default_eos)

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--bos-token", default="<|begin_of_text|>", help='BOS the tokenizer adds ("" for none)')
     add("--eos-token", action="append", help="special token text that is an EOS (repeatable)")
     add("--script", help="JSON file of scripted replies")
+    add("--model-dir", help="model mode: a directory with tokenizer.json and emulator_model.json (see model.py)")
     add("--startup-delay", type=float, default=0.0, help="keep the port closed this many seconds")
     add("--crash-on-start", type=int, default=None, metavar="CODE", help="log loading lines, then exit CODE")
     for name, (kind, default) in FAULT_SWITCHES.items():
@@ -218,7 +219,17 @@ def main(argv=None) -> int:
         log(f"cannot load --script {args.script}: {exc}", level="ERROR")
         return 2
     faults = initial_faults(args)
-    app = Emulator(limits, Tokenizer(args.bos_token), faults, script, log)
+    model = None
+    if args.model_dir:
+        try:
+            from .model import Model  # model mode: tokenizers and outlines-core, imported only here
+
+            model = Model(args.model_dir)
+        except (OSError, ValueError, ImportError) as exc:
+            log(f"cannot load --model-dir {args.model_dir}: {exc}", level="ERROR")
+            return 2
+    tokenizer = Tokenizer(args.bos_token) if model is None else model.tokenizer
+    app = Emulator(limits, tokenizer, faults, script, log, model=model)
     host = resolve_host(args.hostname, log)
     try:
         log_loading(log, args, delay=args.startup_delay)

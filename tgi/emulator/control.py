@@ -72,6 +72,23 @@ class ControlRoutes:
         self.script.clear()
         conn.respond_json(200, {"cleared": cleared})
 
+    async def get_model(self, conn, request) -> None:
+        if self.model is None:
+            conn.respond_json(404, {"error": "not in model mode (--model-dir)"})
+            return
+        conn.respond_json(200, self.model.describe())
+
+    async def post_model(self, conn, request) -> None:
+        if self.model is None:
+            conn.respond_json(404, {"error": "not in model mode (--model-dir)"})
+            return
+        try:
+            self.model.set_rules(json.loads(request.body or b"{}"))
+        except ValueError as exc:
+            conn.respond_json(400, {"error": str(exc)})
+            return
+        conn.respond_json(200, self.model.describe())
+
     async def post_reset(self, conn, request) -> None:
         self.script.clear()
         self.requests.clear()
@@ -79,4 +96,6 @@ class ControlRoutes:
         self.reset_counters()
         self.in_flight = in_flight
         self.faults = dict(self.cli_faults)
+        if self.model is not None:
+            self.model.rules = self.model.file_rules
         conn.respond_json(200, self.state())

@@ -27,7 +27,7 @@ class GenerationRoutes:
                     raise invalid("`best_of` != 1 is not allowed for this endpoint")
                 if best_of > self.limits.max_best_of:
                     raise invalid(f"`best_of` must be > 0 and <= {self.limits.max_best_of}. Given: {best_of}")
-            valid, plan = self._start(req, entry)
+            valid, plan = await self._start(req, entry)
         except TgiError as exc:
             self._fail(entry, exc)
             conn.respond_json(exc.status, exc.payload())
@@ -106,7 +106,7 @@ class GenerationRoutes:
                 raise invalid("`best_of` != 1 is not supported when streaming tokens")
             if req.params.get("decoder_input_details"):
                 raise invalid("`decoder_input_details` == true is not supported when streaming tokens")
-            valid, plan = self._start(req, entry)
+            valid, plan = await self._start(req, entry)
         except TgiError as exc:
             self._fail(entry, exc)
             conn.write_chunk(prefix + compact(exc.payload()) + b"\n\n", last=True)
