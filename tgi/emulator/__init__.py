@@ -40,6 +40,23 @@ when ``eos`` says so, else when it is special and its text is an ``--eos-token``
 TGI would stop (``max_new_tokens``, an EOS, a stop sequence matched at the end of the output); a reply that runs
 out first finishes with its ``finish_reason`` (default ``length``).
 
+Stopping (``plan.py``), after every token and in this order as TGI does (tgi-protocol.md §14): ``max_new_tokens``
+reached -> ``length``; an EOS -> ``eos_token``; each stop string as the regex ``re.escape(stop) + "$"`` searched
+in the token texts so far (special tokens' text included, the last 200-300 characters kept) -> ``stop_sequence``.
+So a stop inside a token, or one a later token runs past, never fires, and the stop text stays in the output. In
+the default mode every special token named by ``--eos-token`` is an EOS (TGI's GPU path, which honours
+generation_config's list); model mode stops, like TGI on CPU, at tokenizer_config's EOS alone unless its data file
+lists more.
+
+Model mode (``--model-dir DIR``, ``model.py``): DIR holds a Hugging Face ``tokenizer.json``
+(+ ``tokenizer_config.json``) and ``emulator_model.json`` describing a deterministic greedy model as rules
+``{"after", "write"}`` (after text ending with ``after`` it writes ``write``, token by token; nothing to write ->
+EOS). The real tokenizer (the ``tokenizers`` package) gives ``/tokenize`` and input lengths; a request's
+``grammar`` masks every step with an outlines-core index as TGI's server does (json schemas converted with
+outlines-core's converter); a masked step falls back to the allowed token closest to acceptance, so guided
+output fits and ends. Only this mode imports packages from outside the standard library, and only when it
+starts. Scripted replies still come first; ``GET``/``POST /emulator/model`` read and replace the rules.
+
 Control endpoints (``/emulator/...``): ``requests`` (GET ``{"requests": [{"seq", "route", "method", "headers",
 "body", "received_at", "outcome", "input_length", "finish_reason", "generated_tokens"}]}``, DELETE), ``state``
 (GET ``{"in_flight", "cancelled", "completed", "requests", "connections", "script_remaining", "faults"}``),

@@ -54,8 +54,7 @@ class Rule:
     def progress(self, context: str) -> int | None:
         """How many characters of ``write`` the context already ends with after ``after`` (None: not in
         progress, or finished)."""
-        window = context[-(len(self.after) + len(self.write)):] if len(context) > len(self.after) + len(
-            self.write) else context
+        window = context[max(len(context) - len(self.after) - len(self.write), 0):]
         for start in range(len(window) - len(self.after) + 1):
             if window.startswith(self.after, start):
                 done = window[start + len(self.after):]
@@ -70,7 +69,8 @@ def _parse_rules(body: dict, tokenizer: ModelTokenizer) -> list:
         raise ValueError('"rules" must be a list of {"after": str, "write": str}')
     out = []
     for index, rule in enumerate(rules):
-        if not (isinstance(rule, dict) and isinstance(rule.get("after", ""), str) and isinstance(rule.get("write"), str)):
+        if not (isinstance(rule, dict) and isinstance(rule.get("after", ""), str)
+                and isinstance(rule.get("write"), str)):
             raise ValueError(f'rules[{index}] must be {{"after": str, "write": str}}')
         out.append(Rule(rule.get("after", ""), rule["write"], tokenizer))
     return out
