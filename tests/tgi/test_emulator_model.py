@@ -198,3 +198,12 @@ def test_model_dir_for_every_template_family(tmp_path, version):
     forced = model.generate("Q:", {"type": "regex", "value": r' Hello (?:world|there)\.'}, 64)
     text = "".join(token.text for token in forced[:-1])
     assert re.fullmatch(r" Hello (?:world|there)\.", text) and forced[-1].eos
+
+
+def test_schema_outlines_cannot_convert_is_a_validation_error(tgi):
+    schema = {"type": "object", "properties": {"when": {"type": "string", "format": "weird"}}}
+    body = {"inputs": PROMPT, "parameters": {**GREEDY, "grammar": {"type": "json", "value": schema}}}
+    response = httpx.post(tgi.base_url + "/generate", json=body, timeout=30)
+    assert response.status_code == 422
+    assert response.json()["error_type"] == "validation"
+    assert "cannot compile regex from schema" in response.json()["error"]
