@@ -14,7 +14,7 @@ from functionary.openai_types import ChatCompletionRequest, ResponseFormat
 from functionary.request import prepare_request
 from functionary.templates import get_template
 from functionary.templates.base import ParsedOutput, ToolCallStart
-from tgi import emulator
+from tgi.emulator import demo as emulator
 from tgi.protocol.client import TGIClient
 from tgi.protocol.errors import UpstreamGenerationError
 from tgi.pipeline.grammar import (
