@@ -69,9 +69,9 @@ def check_auth(url: str, report: Report) -> None:
 
 def check_key_comparison_is_constant_time(report: Report) -> None:
     """The comparison is hmac.compare_digest over every key (no early exit on the first match or byte)."""
-    import server_tgi
+    from tgi.api import auth
 
-    source = textwrap.dedent(inspect.getsource(server_tgi._check_auth))
+    source = textwrap.dedent(inspect.getsource(auth.check_auth))
     secret_names = {"key", "keys", "token", "header"}
     plain = []  # ==, !=, in, not in with a key or the presented token on either side
     for node in ast.walk(ast.parse(source)):
@@ -80,7 +80,7 @@ def check_key_comparison_is_constant_time(report: Report) -> None:
             if names & secret_names:
                 plain.append(ast.unparse(node))
     ok = "hmac.compare_digest" in source and not plain
-    report.check(ok, f"server_tgi._check_auth compares keys without hmac.compare_digest: {plain}")
+    report.check(ok, f"tgi.api.auth.check_auth compares keys without hmac.compare_digest: {plain}")
 
 
 def probe_key_timing(url: str, report: Report, *, rounds: int) -> None:

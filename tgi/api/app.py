@@ -1,0 +1,41 @@
+"""``create_app(settings)``: the FastAPI app, its lifespan (the TGI side opened by ``tgi.api.runtime``), error
+handlers, routes and middleware. No globals: everything lives on ``app.state``."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from tgi.api.errors import install_error_handlers
+from tgi.api.middleware import RequestContextMiddleware
+from tgi.api.routes import install_routes
+from tgi.api.settings import Settings
+from tgi.ops.metrics import Metrics
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from tgi.api.runtime import open_runtime  # the TGI side: tokenizer, template, pool, launcher
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with AsyncExitStack() as stack:
+            app.state.runtime = await stack.enter_async_context(open_runtime(settings))
+            yield
+
+
+    app = FastAPI(title="Functionary TGI gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    install_routes(app, settings)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["*"], expose_headers=["x-request-id"],
+        )
+    return RequestContextMiddleware(app, app.state.metrics)  # type: ignore[return-value]
