@@ -394,7 +394,8 @@ def _has_lone_surrogate(data: object) -> bool:
     return False
 
 
-async def _read_request(request: Request, settings: Settings) -> ChatCompletionRequest:
+async def _read_json(request: Request, settings: Settings) -> dict:
+    """The request body as a JSON object (size-limited, valid UTF-8 and Unicode), or a 4xx."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
         raise PayloadTooLargeError(f"request body is larger than {settings.max_body_bytes} bytes")
@@ -416,6 +417,11 @@ async def _read_request(request: Request, settings: Settings) -> ChatCompletionR
             "request body is not valid Unicode: it holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)",
             param="body",
         )
+    return data
+
+
+async def _read_request(request: Request, settings: Settings) -> ChatCompletionRequest:
+    data = await _read_json(request, settings)
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -428,11 +434,11 @@ async def _read_request(request: Request, settings: Settings) -> ChatCompletionR
     return req
 
 
-def _document_chat_body(app: FastAPI) -> dict:
-    """The chat route reads its raw body itself (for exact 400s), so FastAPI cannot see its schema: publish
-    ChatCompletionRequest's JSON schema in the OpenAPI document by hand (clients and schemathesis use it)."""
-    schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = {"ChatCompletionRequest": schema, **schema.pop("$defs", {})}
+def _document_body(app: FastAPI, model=ChatCompletionRequest) -> dict:
+    """The POST routes read their raw body themselves (for exact 400s), so FastAPI cannot see its schema: publish
+    the request model's JSON schema in the OpenAPI document by hand (clients and schemathesis use it)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = {model.__name__: schema, **schema.pop("$defs", {})}
     base = app.openapi
 
     def openapi() -> dict:
@@ -441,12 +447,12 @@ def _document_chat_body(app: FastAPI) -> dict:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    ref = {"$ref": "#/components/schemas/ChatCompletionRequest"}
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
 def _install_routes(app: FastAPI, settings: Settings) -> None:
-    @app.post("/v1/chat/completions", openapi_extra=_document_chat_body(app))
+    @app.post("/v1/chat/completions", openapi_extra=_document_body(app))
     async def chat_completions(request: Request):
         _check_auth(request, settings.api_keys)
         req = await _read_request(request, settings)
@@ -469,6 +475,24 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             )
         return JSONResponse(await runtime.chat.complete(plan))
+
+    from functionary.responses_types import ResponsesRequest
+
+    @app.post("/v1/responses", openapi_extra=_document_body(app, ResponsesRequest))
+    async def responses(request: Request):
+        """OpenAI's Responses API over the same chat pipeline (tgi/api/responses.py); stateless."""
+        _check_auth(request, settings.api_keys)
+        data = await _read_json(request, settings)
+        runtime = request.app.state.runtime
+        from tgi.api.responses import create
+
+        answer = await create(runtime.chat, data, model_names=runtime.model_names,
+                              record=request.scope["state"]["record"])
+        if isinstance(answer, dict):
+            return JSONResponse(answer)
+        return StreamingResponse(
+            answer, media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
 
     @app.get("/v1/models")
     async def models(request: Request):
