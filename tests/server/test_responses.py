@@ -206,6 +206,10 @@ def test_disconnect_cancels_tgi(gw, emulator) -> None:
     ({"input": "hi", "max_output_tokens": 10**9}, "max_output_tokens"),
     ({"input": "hi", "tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
     ({"input": [{"type": "function_call_output", "call_id": "call_x", "output": "1"}]}, "input[0].call_id"),
+    ({"input": []}, "input"),
+    ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
+    ({"input": "hi", "metadata": {"k": 1}}, "metadata.k"),
+    ({"input": "hi", "text": {"verbosity": "low"}}, "text.verbosity"),
 ])
 def test_bad_requests_name_the_field(gw, emulator, body, param) -> None:
     r = httpx.post(gw.base_url + "/v1/responses", json=body, timeout=30)

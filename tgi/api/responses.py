@@ -69,6 +69,8 @@ def parse_request(data: dict) -> ResponsesRequest:
         raise InvalidRequestError(message, param=param) from None
     except RecursionError:
         raise InvalidRequestError("request body is nested too deeply", param="body") from None
+    if isinstance(request.input, list) and not request.input:
+        raise InvalidRequestError("'input' must not be empty", param="input")
     for name in sorted(request.model_extra or ()):
         raise InvalidRequestError(f"Unknown parameter: '{name}'.", param=name)
     if request.previous_response_id is not None:
@@ -101,11 +103,13 @@ def _validation_param(exc: ValidationError) -> tuple[str, str]:
                 path += f"[{part}]"
             elif not _NOT_A_FIELD.search(part):
                 path += ("." if path else "") + part
+        path = _FORMAT_TAG.sub(".format", path)
         found.append((path.count(".") + path.count("["), path or "body", err.get("msg", "")))
     _, path, msg = max(found, key=lambda f: f[0])  # max keeps the first of equals
     return path, f"Invalid request: {path}: {msg}"
 
 
+_FORMAT_TAG = re.compile(r"\.format\.(json_schema|json_object|text)(?=[.\[]|$)")
 # what pydantic puts in an error's location besides field names: union members and tags
 _NOT_A_FIELD = re.compile(r"[\[(]|^function-|^(str|int|float|bool|dict|list|message|function_call|function_call_output|other)$")
 
