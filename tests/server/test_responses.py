@@ -106,20 +106,21 @@ def test_streamed_events_assemble_the_non_streamed_answer(client, emulator) -> N
 
 
 def test_two_turns_with_function_call_output(client, emulator) -> None:
-    emulator.script([{"tokens": words('get_weather\n{"city": "Istanbul"}') + [EOT]},
+    emulator.script([{"tokens": words('all\nLet me check.>>>get_weather\n{"city": "Istanbul"}') + [EOT]},
                      {"tokens": words("all\nSunny, 21 degrees.") + [EOT]},
                      {"tokens": words("all\nSunny, 21 degrees.") + [EOT]}])
     first = client.responses.create(model="functionary", input=ASK, tools=[WEATHER])
-    (call,) = first.output
-    assert call.type == "function_call" and call.name == "get_weather"
-    history = [{"role": "user", "content": ASK}, *[item.model_dump(exclude_none=True) for item in first.output],
+    text, call = first.output
+    assert call.type == "function_call" and call.name == "get_weather" and first.output_text == "Let me check."
+    # the output items go back as the client holds them (the client serialises its own objects)
+    history = [{"role": "user", "content": ASK}, *first.output,
                {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 21}'}]
     second = client.responses.create(model="functionary", input=history, tools=[WEATHER])
     assert second.output_text == "Sunny, 21 degrees." and second.status == "completed"
     via_responses = sent(emulator)
     client.chat.completions.create(model="functionary", tools=[chat_tool(WEATHER)], messages=[
         {"role": "user", "content": ASK},
-        {"role": "assistant", "content": None, "tool_calls": [
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [
             {"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]},
         {"role": "tool", "tool_call_id": call.call_id, "content": '{"temp": 21}'}])
     assert via_responses == sent(emulator)
@@ -227,3 +228,15 @@ def test_client_sees_400_and_404(client) -> None:
     with pytest.raises(Exception) as info:
         client.responses.create(model="gpt-4o", input="hi")
     assert getattr(info.value, "status_code", None) == 404
+
+
+def test_parse_helper_with_a_pydantic_format(client, emulator) -> None:
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+
+    emulator.script([{"tokens": words('{"city": "Rome"}') + [EOT]}])
+    parsed = client.responses.parse(model="functionary", input="A city?", text_format=City)
+    assert parsed.output_parsed == City(city="Rome")
+    assert parsed.text.format.name == "City" and parsed.text.format.strict is True  # echoed as sent
