@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from functionary.errors import GatewayError, InvalidRequestError, UnsupportedRequestError
+from functionary.errors import GatewayError, InvalidRequestError, ModelNotFoundError, UnsupportedRequestError
 from functionary.openai_types import ChatCompletionRequest
 from functionary.responses_types import (
     FormatJSONObject,
@@ -71,8 +71,9 @@ def parse_request(data: dict) -> ResponsesRequest:
         raise InvalidRequestError("request body is nested too deeply", param="body") from None
     if isinstance(request.input, list) and not request.input:
         raise InvalidRequestError("'input' must not be empty", param="input")
-    for name in sorted(request.model_extra or ()):
-        raise InvalidRequestError(f"Unknown parameter: '{name}'.", param=name)
+    unknown = sorted(request.model_extra or ())
+    if unknown:
+        raise InvalidRequestError(f"Unknown parameter: '{unknown[0]}'.", param=unknown[0])
     if request.previous_response_id is not None:
         raise UnsupportedRequestError(
             "'previous_response_id' is not supported: this gateway is stateless and stores no responses. "
@@ -306,8 +307,7 @@ def from_completion(response: Response, completion: dict) -> Response:
 async def create(chat_service, data: dict, *, model_names, record=None) -> dict | AsyncIterator[bytes]:
     """One ``POST /v1/responses``: the response object as JSON-ready dict, or (``stream``) the SSE bytes of
     its events. Everything that can fail before generation raises (an HTTP error)."""
-    from functionary.errors import ModelNotFoundError
-    from tgi.api.responses_stream import stream_events
+    from tgi.api.responses_stream import stream_events  # here: that module builds on this one's output helpers
 
     request = parse_request(data)
     if request.model is not None and request.model not in model_names:
