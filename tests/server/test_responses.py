@@ -240,3 +240,19 @@ def test_parse_helper_with_a_pydantic_format(client, emulator) -> None:
     parsed = client.responses.parse(model="functionary", input="A city?", text_format=City)
     assert parsed.output_parsed == City(city="Rome")
     assert parsed.text.format.name == "City" and parsed.text.format.strict is True  # echoed as sent
+
+
+def test_text_format_under_grammar_auto(gateway_for, emulator) -> None:
+    """--grammar auto: the format is TGI's grammar (the guided path), streamed and not alike."""
+    client = OpenAI(base_url=gateway_for("v3.llama3", "--grammar", "auto").base_url + "/v1", api_key="unused",
+                    max_retries=0)
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    fmt = {"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}}
+    plain = client.responses.create(model="functionary", input="hi", text=fmt)  # demo answers honour the grammar
+    assert set(json.loads(plain.output_text)) == {"answer"}
+    generations = [r["body"] for r in emulator.requests() if r["body"]["inputs"] != "grammar probe"]
+    grammar = [body["parameters"].get("grammar") for body in generations]
+    assert grammar == [{"type": "json", "value": schema}]
+    with client.responses.stream(model="functionary", input="hi", text=fmt) as stream:
+        final = stream.get_final_response()
+    assert comparable(final) == comparable(plain)
