@@ -1,6 +1,6 @@
 """``POST /v1/responses``: OpenAI's Responses API as a translation over the chat pipeline.
 
-    Responses request -> ChatCompletionRequest -> ChatService.plan -> complete() / results() -> Responses object / events
+    Responses request -> ChatCompletionRequest -> ChatService.plan -> complete() / results() -> response / events
 
 Nothing here renders, samples, parses or maps sampling parameters: the request becomes the chat request a chat
 client would send for the same conversation (so TGI receives the same prompt and parameters), and the chat
@@ -112,7 +112,9 @@ def _validation_param(exc: ValidationError) -> tuple[str, str]:
 
 _FORMAT_TAG = re.compile(r"\.format\.(json_schema|json_object|text)(?=[.\[]|$)")
 # what pydantic puts in an error's location besides field names: union members and tags
-_NOT_A_FIELD = re.compile(r"[\[(]|^function-|^(str|int|float|bool|dict|list|message|function_call|function_call_output|other)$")
+_NOT_A_FIELD = re.compile(
+    r"[\[(]|^function-|^(str|int|float|bool|dict|list|message|function_call|function_call_output|other)$"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,7 +145,8 @@ def to_chat(request: ResponsesRequest) -> Translated:
     fmt = request.text.format if request.text is not None else None
     if isinstance(fmt, FormatJSONSchema):
         spec = {"name": fmt.name, "schema": fmt.schema_, "strict": fmt.strict, "description": fmt.description}
-        body["response_format"] = {"type": "json_schema", "json_schema": {k: v for k, v in spec.items() if v is not None}}
+        spec = {k: v for k, v in spec.items() if v is not None}
+        body["response_format"] = {"type": "json_schema", "json_schema": spec}
     elif isinstance(fmt, FormatJSONObject):
         body["response_format"] = {"type": "json_object"}
     body.update(
@@ -174,7 +177,8 @@ def _messages(request: ResponsesRequest) -> tuple[list[dict], list[str]]:
         if isinstance(item, MessageItem):
             messages.append({"role": item.role, "content": _content(item.content, where)})
         elif isinstance(item, FunctionCallItem):
-            call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+            function = {"name": item.name, "arguments": item.arguments}
+            call = {"id": item.call_id, "type": "function", "function": function}
             calls.add(item.call_id)
             if messages and messages[-1]["role"] == "assistant":  # the text and calls of one turn: one message
                 messages[-1].setdefault("tool_calls", []).append(call)
@@ -290,7 +294,8 @@ def from_completion(response: Response, completion: dict) -> Response:
     message = choice["message"]
     output: list[OutputItem] = []
     if message.get("content"):
-        output.append(OutputMessage(id=new_id("msg"), status="completed", content=[OutputText(text=message["content"])]))
+        text = OutputText(text=message["content"])
+        output.append(OutputMessage(id=new_id("msg"), status="completed", content=[text]))
     for call in message.get("tool_calls") or ():
         fn = call["function"]
         output.append(OutputFunctionCall(id=new_id("fc"), call_id=call["id"], name=fn["name"],
@@ -312,7 +317,8 @@ async def create(chat_service, data: dict, *, model_names, record=None) -> dict 
     request = parse_request(data)
     if request.model is not None and request.model not in model_names:
         raise ModelNotFoundError(
-            f"The model '{request.model}' does not exist; this server serves '{chat_service.model_name}'.", param="model"
+            f"The model '{request.model}' does not exist; this server serves '{chat_service.model_name}'.",
+            param="model",
         )
     translated = to_chat(request)
     response_id = new_id("resp")

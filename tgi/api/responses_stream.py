@@ -21,7 +21,14 @@ from collections.abc import AsyncIterator
 
 from functionary.errors import GatewayError
 from functionary.openai_types import Delta
-from functionary.responses_types import OutputFunctionCall, OutputItem, OutputMessage, OutputText, Response, ResponseError
+from functionary.responses_types import (
+    OutputFunctionCall,
+    OutputItem,
+    OutputMessage,
+    OutputText,
+    Response,
+    ResponseError,
+)
 from tgi.api.responses import finished, new_id
 
 log = logging.getLogger("gateway.responses")
