@@ -256,3 +256,23 @@ def test_text_format_under_grammar_auto(gateway_for, emulator) -> None:
     with client.responses.stream(model="functionary", input="hi", text=fmt) as stream:
         final = stream.get_final_response()
     assert comparable(final) == comparable(plain)
+
+
+def test_async_client_stream_helper(gw, emulator) -> None:
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    async def main():
+        client = AsyncOpenAI(base_url=gw.base_url + "/v1", api_key="unused", max_retries=0)
+        async with client.responses.stream(model="functionary", input=ASK, tools=[WEATHER]) as stream:
+            kinds = [event.type async for event in stream]
+            final = await stream.get_final_response()
+        await client.close()
+        return kinds, final
+
+    emulator.script([{"tokens": words('get_weather\n{"city": "Oslo"}') + [EOT]}])
+    kinds, final = asyncio.run(main())
+    assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+    (call,) = final.output
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Oslo"}
