@@ -253,6 +253,8 @@ def answer_problem(status: int, headers: httpx.Headers, body: bytes, *, expect_4
 
 def _stream_problem(body: bytes) -> str | None:
     events = [line[6:] for line in body.decode("utf-8", "replace").split("\n") if line.startswith("data: ")]
+    if events and events[0].startswith('{"type":"response.'):
+        return _responses_stream_problem(events, body)
     if not events or events[-1] != "[DONE]":
         return f"stream does not end with [DONE]: {body[-300:]!r}"
     for data in events[:-1]:
@@ -261,6 +263,16 @@ def _stream_problem(body: bytes) -> str | None:
             problem = openai_error_problem(400, json.dumps(obj).encode(), "application/json")
             if problem:
                 return f"error event not in OpenAI shape ({problem}): {data[:300]}"
+    return None
+
+
+def _responses_stream_problem(events: list[str], body: bytes) -> str | None:
+    """A Responses stream: numbered events, ended by the response's final state (no [DONE])."""
+    objs = [json.loads(data) for data in events]
+    if [o.get("sequence_number") for o in objs] != list(range(len(objs))):
+        return f"Responses events are not numbered 0, 1, ...: {body[:300]!r}"
+    if objs[-1].get("type") not in ("response.completed", "response.incomplete", "response.failed"):
+        return f"Responses stream does not end with the response's final state: {body[-300:]!r}"
     return None
 
 
@@ -287,15 +299,15 @@ def run_hand_cases(base_url: str, report: Report, *, max_body_bytes: int = 8 * 1
 
 
 def run_schemathesis(base_url: str, report: Report, *, examples: int, seed: int | None = None,
-                     modes: tuple[str, ...] = ("positive", "negative")) -> None:
-    """``examples`` cases from the chat route's schema, split between ``modes``: positive cases fit the
-    schema, negative ones break it."""
+                     modes: tuple[str, ...] = ("positive", "negative"), route: str = CHAT) -> None:
+    """``examples`` cases from a POST route's schema (chat's by default), split between ``modes``: positive
+    cases fit the schema, negative ones break it."""
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from schemathesis.generation.modes import GenerationMode
 
     document = httpx.get(base_url + "/openapi.json", timeout=30).json()
-    operation = schemathesis.openapi.from_dict(document)[CHAT]["POST"]
+    operation = schemathesis.openapi.from_dict(document)[route]["POST"]
     statuses: collections.Counter = collections.Counter()
     started = time.monotonic()
     with httpx.Client(base_url=base_url, timeout=120) as client:
@@ -311,7 +323,7 @@ def run_schemathesis(base_url: str, report: Report, *, examples: int, seed: int 
                 body = _wire_body(case)
                 headers = {"content-type": case.media_type or "application/json", **(case.headers or {})}
                 try:
-                    response = client.post(CHAT, content=body, headers=headers)
+                    response = client.post(route, content=body, headers=headers)
                 except httpx.HTTPError as exc:
                     report.check(False, f"schemathesis {mode.value}: no answer ({exc!r}) for {body[:300]!r}")
                     return

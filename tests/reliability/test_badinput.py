@@ -49,6 +49,16 @@ def test_schemathesis_short(stack, report) -> None:
     assert_clean(report)
 
 
+def test_schemathesis_responses_short(stack, report) -> None:
+    """The same for ``/v1/responses`` (its own body schema, its own translation to the chat pipeline)."""
+    document = httpx.get(stack.url + "/openapi.json").json()
+    body = document["paths"]["/v1/responses"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ResponsesRequest"}
+    badinput.run_schemathesis(stack.url, report, examples=80, route="/v1/responses")
+    badinput.still_serving(stack.url, report)
+    assert_clean(report)
+
+
 def test_no_unexpected_errors_logged(stack) -> None:
     errors = unexpected_errors(stack.gateway.logs())
     assert not errors, errors[:3]

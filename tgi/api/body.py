@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from functionary.errors import InvalidRequestError, PayloadTooLargeError
 from functionary.openai_types import ChatCompletionRequest
 
-__all__ = ["document_chat_body", "read_chat_request"]
+__all__ = ["document_body", "read_chat_request", "read_json"]
 
 log = logging.getLogger("gateway")
 
@@ -37,7 +37,8 @@ def _has_lone_surrogate(data: object) -> bool:
     return False
 
 
-async def read_chat_request(request: Request, *, max_body_bytes: int) -> ChatCompletionRequest:
+async def read_json(request: Request, *, max_body_bytes: int) -> dict:
+    """The request body as a JSON object (size-limited, valid UTF-8 and Unicode), or a 4xx."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body_bytes:
         raise PayloadTooLargeError(f"request body is larger than {max_body_bytes} bytes")
@@ -59,6 +60,11 @@ async def read_chat_request(request: Request, *, max_body_bytes: int) -> ChatCom
             "request body is not valid Unicode: it holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)",
             param="body",
         )
+    return data
+
+
+async def read_chat_request(request: Request, *, max_body_bytes: int) -> ChatCompletionRequest:
+    data = await read_json(request, max_body_bytes=max_body_bytes)
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -71,11 +77,11 @@ async def read_chat_request(request: Request, *, max_body_bytes: int) -> ChatCom
     return req
 
 
-def document_chat_body(app: FastAPI) -> dict:
-    """The chat route reads its raw body itself (for exact 400s), so FastAPI cannot see its schema: publish
-    ChatCompletionRequest's JSON schema in the OpenAPI document by hand (clients and schemathesis use it)."""
-    schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = {"ChatCompletionRequest": schema, **schema.pop("$defs", {})}
+def document_body(app: FastAPI, model=ChatCompletionRequest) -> dict:
+    """The POST routes read their raw body themselves (for exact 400s), so FastAPI cannot see its schema: publish
+    the request model's JSON schema in the OpenAPI document by hand (clients and schemathesis use it)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = {model.__name__: schema, **schema.pop("$defs", {})}
     base = app.openapi
 
     def openapi() -> dict:
@@ -84,5 +90,5 @@ def document_chat_body(app: FastAPI) -> dict:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    ref = {"$ref": "#/components/schemas/ChatCompletionRequest"}
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}

@@ -10,18 +10,22 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from functionary.errors import ModelNotFoundError
 from tgi.api.auth import check_auth
-from tgi.api.body import document_chat_body, read_chat_request
+from functionary.responses_types import ResponsesRequest
+from tgi.api.body import document_body, read_chat_request, read_json
 from tgi.api.errors import request_id_of
 from tgi.api.settings import Settings
+from tgi.api.responses import create as create_response
 from tgi.pipeline.chat import new_request_id
 
 __all__ = ["install_routes"]
 
 log = logging.getLogger("gateway")
 
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
 
 def install_routes(app: FastAPI, settings: Settings) -> None:
-    @app.post("/v1/chat/completions", openapi_extra=document_chat_body(app))
+    @app.post("/v1/chat/completions", openapi_extra=document_body(app))
     async def chat_completions(request: Request):
         check_auth(request, settings.api_keys)
         req = await read_chat_request(request, max_body_bytes=settings.max_body_bytes)
@@ -37,11 +41,20 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         log.debug("request %s: %s, %d prompt tokens, stream=%s", request_id_of(request), plan.request_id, plan.prompt_tokens, bool(req.stream))
         if req.stream:
             body = await runtime.chat.stream(plan)
-            return StreamingResponse(
-                body, media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
+            return StreamingResponse(body, media_type="text/event-stream", headers=_SSE_HEADERS)
         return JSONResponse(await runtime.chat.complete(plan))
+
+    @app.post("/v1/responses", openapi_extra=document_body(app, ResponsesRequest))
+    async def responses(request: Request):
+        """OpenAI's Responses API over the same chat pipeline (tgi/api/responses.py); stateless."""
+        check_auth(request, settings.api_keys)
+        data = await read_json(request, max_body_bytes=settings.max_body_bytes)
+        runtime = request.app.state.runtime
+        answer = await create_response(runtime.chat, data, model_names=runtime.model_names,
+                                       record=request.scope["state"]["record"])
+        if isinstance(answer, dict):
+            return JSONResponse(answer)
+        return StreamingResponse(answer, media_type="text/event-stream", headers=_SSE_HEADERS)
 
     @app.get("/v1/models")
     async def models(request: Request):

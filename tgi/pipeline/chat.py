@@ -286,9 +286,12 @@ class ChatService:
 
     # -- streaming --------------------------------------------------------------------------
 
-    async def stream(self, plan: Plan) -> AsyncIterator[bytes]:
-        """SSE bytes. The first TGI event is awaited before the first byte is produced, so an error
-        before generation starts surfaces as an exception (an HTTP error), not as a stream."""
+    async def results(self, plan: Plan) -> AsyncIterator[tuple[int, ChoiceResult]]:
+        """The structured stream: ``(choice index, ChoiceResult)`` as TGI produces them, which each API encodes
+        (chat chunks here, Responses events in tgi/api/responses_stream.py). The first TGI event is awaited
+        before this returns, so an error before generation starts surfaces as an exception (an HTTP error), not
+        as a stream. Closing the iterator closes the TGI streams (a client that goes away cancels TGI's work);
+        the request's deadline holds between items."""
         deadline = self._deadline()
         for attempt in (0, 1):
             sources = [self._choice(plan, i) for i in range(plan.n)]
@@ -302,7 +305,20 @@ class ChatService:
                 await merged.aclose()
                 if attempt or not lost_endpoint(exc):
                     raise
-        return self._sse(plan, merged, first, deadline)
+        return self._results(merged, first, deadline)
+
+    async def stream(self, plan: Plan) -> AsyncIterator[bytes]:
+        """SSE bytes of ``/v1/chat/completions`` (see ``results``)."""
+        return self._sse(plan, await self.results(plan))
+
+    async def _results(self, merged, first, deadline: float | None) -> AsyncIterator[tuple[int, ChoiceResult]]:
+        try:
+            item = first
+            while item is not None:
+                yield item
+                item = await self._before(deadline, anext(merged, None))
+        finally:
+            await merged.aclose()
 
     def _deadline(self) -> float | None:
         if self.request_timeout is None:
@@ -320,7 +336,7 @@ class ChatService:
                 f"the request took longer than {self.request_timeout:g} s (the gateway's --request-timeout)"
             ) from None
 
-    async def _sse(self, plan: Plan, merged, first, deadline: float | None = None) -> AsyncIterator[bytes]:
+    async def _sse(self, plan: Plan, results: AsyncIterator[tuple[int, ChoiceResult]]) -> AsyncIterator[bytes]:
         head = {"id": plan.request_id, "object": "chat.completion.chunk", "created": plan.created, "model": plan.model}
         prefix = _DUMPS(head)[:-1].encode() + b',"system_fingerprint":null,"choices":['
         prompt_tokens = plan.prompt_tokens
@@ -329,9 +345,7 @@ class ChatService:
         try:
             for i in range(plan.n):
                 yield _chunk(prefix, i, {"role": "assistant", "content": ""}, None, None)
-            item = first
-            while item is not None:
-                index, result = item
+            async for index, result in results:
                 lp = {"content": result.logprobs} if plan.logprobs and result.logprobs else None
                 deltas = result.deltas
                 for j, delta in enumerate(deltas):
@@ -345,7 +359,6 @@ class ChatService:
                     if result.prompt_tokens is not None:
                         prompt_tokens = result.prompt_tokens
                     yield _chunk(prefix, index, {}, result.finish_reason, None)
-                item = await self._before(deadline, anext(merged, None))
             if plan.include_usage:
                 usage = _usage(prompt_tokens, completion_tokens)
                 yield b"data: " + prefix + b'],"usage":' + _DUMPS(usage).encode() + b"}\n\n"
@@ -355,7 +368,7 @@ class ChatService:
                 plan.record.error_type, plan.record.error_code = exc.error_type, exc.code
             yield b"data: " + _DUMPS(exc.to_dict()).encode() + b"\n\n"
         finally:
-            await merged.aclose()
+            await results.aclose()
             if plan.record is not None:  # ops hook
                 plan.record.usage(prompt_tokens, completion_tokens, calls)
         yield b"data: [DONE]\n\n"
