@@ -74,6 +74,7 @@ class Settings:
     replace: bool = False
     launcher_args: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
+    max_top_n_tokens: int = 5
     request_timeout: float | None = 600.0
     grammar: str = "off"  # off | auto | on: TGI grammars for tool arguments and response_format (docs/grammar.md)
     cors_origins: tuple[str, ...] = ()
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "launcher_arg", action="append", default=None,
           help="extra text-generation-launcher argument, passed through (repeatable)")
     _flag(p, "max_body_bytes", type=int, default=8 * 1024 * 1024)
+    _flag(p, "max_top_n_tokens", type=int, default=5,
+          help="TGI's --max-top-n-tokens (its /info does not say it): the largest top_logprobs accepted")
     _flag(p, "request_timeout", type=float, default=600.0,
           help="seconds a chat request may take in all; then it ends with an OpenAI error (0 = no limit)")
     _flag(p, "grammar", choices=("auto", "on", "off"), default="off",
@@ -205,6 +208,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         replace=args.replace,
         launcher_args=tuple(args.launcher_arg or ()),
         max_body_bytes=args.max_body_bytes,
+        max_top_n_tokens=args.max_top_n_tokens,
         request_timeout=args.request_timeout or None,
         grammar=args.grammar,
         cors_origins=tuple(args.cors_origin or ()),
@@ -323,10 +327,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         _note_error(request, exc.error_type, exc.code)
         return _error_response(exc)
 
+    from tgi.disconnect import ClientGone
+
     @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, exc: ClientDisconnect):
-        # the client left while its body was being read: nobody gets this answer, and it is no server error
-        log.info("request %s: the client went away before its body was read", _rid(request))
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: Exception):
+        # the client left while its body was read or its answer made: nobody gets this answer, and it is no
+        # server error (TGI's work for it is cancelled: tgi/disconnect.py)
+        log.info("request %s: the client went away before its answer was ready", _rid(request))
         _note_error(request, "client_disconnected", None)
         return Response(status_code=499)
 
@@ -375,10 +383,26 @@ def _check_auth(request: Request, keys: tuple[str, ...]) -> None:
         )
 
 
-def _validation_param(exc: ValidationError) -> tuple[str, str]:
+def _validation_param(exc: ValidationError, data: object) -> tuple[str, str]:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+    loc = _client_path(err.get("loc", ()), data)
     return loc or "body", f"Invalid request: {loc or 'body'}: {err.get('msg')}"
+
+
+def _client_path(loc: tuple, data: object) -> str:
+    """pydantic's error location as the client wrote the field (``tools[0].function.parameters``): the location
+    is walked through the request itself, so the names pydantic adds (a union member such as ``str`` or
+    ``NamedToolChoice``, a discriminator's tag) are left out; a missing key at the end is kept."""
+    path = ""
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            path, node = f"{path}[{part}]", node[part]
+        elif isinstance(part, str) and isinstance(node, dict) and part in node:
+            path, node = f"{path}.{part}" if path else part, node[part]
+        elif i == len(loc) - 1 and isinstance(part, str) and isinstance(node, dict):
+            path = f"{path}.{part}" if path else part
+    return path
 
 
 # JSON may spell a lone surrogate (``"\ud800"``), which no UTF-8 encoder, tokenizer or TGI accepts; a valid
@@ -403,6 +427,7 @@ async def _read_request(request: Request, settings: Settings) -> ChatCompletionR
         body += part
         if len(body) > settings.max_body_bytes:
             raise PayloadTooLargeError(f"request body is larger than {settings.max_body_bytes} bytes")
+    request.scope["state"]["body_bytes"] = len(body)
     try:
         data = json.loads(body)
     except UnicodeDecodeError:
@@ -419,7 +444,7 @@ async def _read_request(request: Request, settings: Settings) -> ChatCompletionR
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
-        param, message = _validation_param(exc)
+        param, message = _validation_param(exc, data)
         raise InvalidRequestError(message, param=param) from None
     except RecursionError:
         raise InvalidRequestError("request body is nested too deeply", param="body") from None
@@ -458,8 +483,11 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             )
         from tgi.chat import new_request_id
 
+        from tgi.disconnect import unless_disconnected
+
         record = request.scope["state"]["record"]
-        plan = runtime.chat.plan(req, request_id=new_request_id(), record=record)
+        plan = await runtime.chat.plan_async(req, request_id=new_request_id(), record=record,
+                                             body_bytes=request.scope["state"].get("body_bytes", 0))
         record.completion_id, record.model, record.stream = plan.request_id, plan.model, bool(req.stream)
         log.debug("request %s: %s, %d prompt tokens, stream=%s", _rid(request), plan.request_id, plan.prompt_tokens, bool(req.stream))
         if req.stream:
@@ -468,7 +496,8 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
                 body, media_type="text/event-stream",
                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             )
-        return JSONResponse(await runtime.chat.complete(plan))
+        # the client may leave (a timeout) while the answer is made: TGI's work is then cancelled at once
+        return JSONResponse(await unless_disconnected(runtime.chat.complete(plan), request.receive))
 
     @app.get("/v1/models")
     async def models(request: Request):
