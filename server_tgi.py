@@ -384,9 +384,13 @@ def _check_auth(request: Request, keys: tuple[str, ...]) -> None:
 
 
 def _validation_param(exc: ValidationError, data: object) -> tuple[str, str]:
-    err = exc.errors()[0]
-    loc = _client_path(err.get("loc", ()), data)
-    return loc or "body", f"Invalid request: {loc or 'body'}: {err.get('msg')}"
+    """The field of the error that reaches deepest into the request (for a union, the member the client meant)."""
+    best, loc = None, ""
+    for err in exc.errors():
+        path = _client_path(err.get("loc", ()), data)
+        if best is None or path.count(".") + path.count("[") > loc.count(".") + loc.count("["):
+            best, loc = err, path
+    return loc or "body", f"Invalid request: {loc or 'body'}: {best.get('msg')}"
 
 
 def _client_path(loc: tuple, data: object) -> str:
@@ -400,7 +404,7 @@ def _client_path(loc: tuple, data: object) -> str:
             path, node = f"{path}[{part}]", node[part]
         elif isinstance(part, str) and isinstance(node, dict) and part in node:
             path, node = f"{path}.{part}" if path else part, node[part]
-        elif i == len(loc) - 1 and isinstance(part, str) and isinstance(node, dict):
+        elif i == len(loc) - 1 and isinstance(part, str) and part.isidentifier() and isinstance(node, dict):
             path = f"{path}.{part}" if path else part
     return path
 

@@ -148,8 +148,8 @@ class ContentStage:
             return
         held = self._joined()
         first = min((i for i in (held.find(s) for s in self._stops) if i >= 0), default=-1)
-        if first >= 0:
-            self._release(first, out)
+        if first >= 0:  # the model's text ends here, and is .strip()-ed as any answer (docs/decisions.md)
+            self._release(len(held[:first].rstrip()), out)
             self._held = []
             self.done = "stop"
             return
@@ -158,7 +158,8 @@ class ContentStage:
             if held[-n:] in self._prefixes:
                 keep = n
                 break
-        self._release(len(held) - keep, out)
+        # whitespace before a possible stop waits with it: if the stop comes, the answer ends before it
+        self._release(len(held[:len(held) - keep].rstrip()) if keep else len(held), out)
 
     def _release(self, count: int, out: list[Event]) -> None:
         """Passes on the first ``count`` characters held."""

@@ -82,7 +82,7 @@ def test_error_after_first_token_is_one_event_then_done(gw, emulator) -> None:
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     error = json.loads(lines[-2].removeprefix("data: "))["error"]
-    assert error["type"] == "upstream_error" and "Request failed during generation" in error["message"]
+    assert error["type"] == "server_error" and "Request failed during generation" in error["message"]
 
 
 def test_stream_cut_without_final_event(gw, emulator) -> None:
