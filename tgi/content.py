@@ -5,7 +5,8 @@
 * **User stop sequences** are matched here, in the content text, never in Functionary's markup (the parser
   has already taken recipient lines, call names and arguments out): anywhere in a run of content text, across
   token boundaries; the answer is cut before the first occurrence and the stage is ``done`` (the caller closes
-  TGI's stream, which cancels the generation). At most ``len(longest stop) - 1`` characters are held back.
+  TGI's stream, which cancels the generation). At most ``len(longest stop) - 1`` characters are held back,
+  and trailing whitespace (the answer is ``.strip()``-ed: text cut by a stop too).
   A tool call separates runs: text held when a call starts is passed on first.
 * **One call** (``parallel_tool_calls: false``): a second call's start ends the answer after the first call.
 * **logprobs** (:class:`TokenLedger`): each piece of content text is traced back to the tokens that wrote it,
@@ -158,8 +159,8 @@ class ContentStage:
             if held[-n:] in self._prefixes:
                 keep = n
                 break
-        # whitespace before a possible stop waits with it: if the stop comes, the answer ends before it
-        self._release(len(held[:len(held) - keep].rstrip()) if keep else len(held), out)
+        # trailing whitespace waits too (as the parser's strip does): if a stop follows, the answer ends before it
+        self._release(len(held[:len(held) - keep].rstrip()), out)
 
     def _release(self, count: int, out: list[Event]) -> None:
         """Passes on the first ``count`` characters held."""
