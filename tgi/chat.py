@@ -23,7 +23,7 @@ from functionary.errors import GatewayError
 from functionary.openai_types import ChatCompletionRequest, Delta
 from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
-from functionary.templates.base import ArgumentsDelta, Event, ParsedOutput, PreparedRequest, PromptTemplate, ToolCallStart
+from functionary.templates.base import Event, ParsedOutput, PreparedRequest, PromptTemplate, TextDelta, ToolCallStart
 from tgi.chunks import DUMPS, ChunkWriter
 from tgi.content import ContentStage, TokenLedger, model_text, token_logprob
 from tgi.fanout import all_or_none, merge, tag
@@ -184,15 +184,16 @@ class ChatService:
                 tgi_reason = (details.finish_reason if details is not None else "eos_token") if final else None
                 if final:
                     tail = parser.finish()
-                    if tgi_reason == "length":  # what the parser still held is cut markup (a name), not content
-                        tail = [ev for ev in tail if type(ev) is ArgumentsDelta]
+                    if tgi_reason == "length":  # text the parser still held is cut markup (a name), not content
+                        tail = [ev for ev in tail if type(ev) is not TextDelta]
                     parsed += tail
                 out = Step(stage.push(parsed))
                 out.logprobs = stage.logprobs
                 if final and stage.done is None:
                     out.events += stage.finish()
                     out.logprobs = out.logprobs + stage.logprobs
-                has_calls = has_calls or any(type(ev) is ToolCallStart for ev in out.events)
+                if not has_calls and out.events:
+                    has_calls = any(type(ev) is ToolCallStart for ev in out.events)
                 if stage.done is not None or final:
                     out.finish_reason = finish_reason(
                         has_calls=has_calls, prepared=plan.prepared,
@@ -227,7 +228,8 @@ class ChatService:
     # -- non-streaming ----------------------------------------------------------------------
 
     async def complete(self, plan: Plan) -> dict:
-        results = await self._before(self._deadline(), all_or_none([self._collect_retried(plan, i) for i in range(plan.n)]))
+        choices_done = all_or_none([self._collect_retried(plan, i) for i in range(plan.n)])
+        results = await self._before(self._deadline(), choices_done)
         choices = []
         prompt_tokens = plan.prompt_tokens
         completion_tokens = 0
