@@ -9,6 +9,7 @@ every exchange with TGI, Docker and the Hub in ``tgi/``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import importlib
 import json
@@ -432,6 +433,16 @@ async def _read_request(request: Request, settings: Settings) -> ChatCompletionR
         if len(body) > settings.max_body_bytes:
             raise PayloadTooLargeError(f"request body is larger than {settings.max_body_bytes} bytes")
     request.scope["state"]["body_bytes"] = len(body)
+    if len(body) >= _OFF_LOOP_BYTES:  # decoding megabytes must not hold up the other requests
+        return await asyncio.to_thread(_parse_body, bytes(body))
+    return _parse_body(body)
+
+
+# bodies from this size on are decoded, validated and planned on a worker thread (also tgi/chat.py OFF_LOOP_BYTES)
+_OFF_LOOP_BYTES = 64 * 1024
+
+
+def _parse_body(body: bytes | bytearray) -> ChatCompletionRequest:
     try:
         data = json.loads(body)
     except UnicodeDecodeError:
