@@ -23,7 +23,9 @@ from functionary.errors import GatewayError
 from functionary.openai_types import ChatCompletionRequest, Delta
 from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
-from functionary.templates.base import Event, ParsedOutput, PreparedRequest, PromptTemplate, TextDelta, ToolCallStart
+from functionary.templates.base import (
+    Event, ParsedOutput, PreparedRequest, PromptTemplate, TextDelta, ToolCallStart,
+)
 from tgi.chunks import DUMPS, ChunkWriter
 from tgi.content import ContentStage, TokenLedger, model_text, token_logprob
 from tgi.fanout import all_or_none, merge, tag
