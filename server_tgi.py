@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "launcher_arg", action="append", default=None,
           help="extra text-generation-launcher argument, passed through (repeatable)")
     _flag(p, "max_body_bytes", type=int, default=8 * 1024 * 1024)
+    _flag(p, "max_top_n_tokens", type=int, default=5,
+          help="TGI's --max-top-n-tokens (its /info does not say it): the largest top_logprobs accepted")
     _flag(p, "request_timeout", type=float, default=600.0,
           help="seconds a chat request may take in all; then it ends with an OpenAI error (0 = no limit)")
     _flag(p, "grammar", choices=("auto", "on", "off"), default="off",
@@ -117,7 +119,8 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     keys += [k.strip() for k in env_keys.split(",") if k.strip()]
     same = ("model", "host", "port", "prompt_template", "served_model_name", "max_total_tokens", "max_input_tokens",
             "startup_timeout", "remote_model_save_folder", "no_launch", "emulator", "revision", "tgi_image", "gpus",
-            "shm_size", "num_shard", "quantize", "dtype", "keep_container", "replace", "max_body_bytes", "grammar",
+            "shm_size", "num_shard", "quantize", "dtype", "keep_container", "replace", "max_body_bytes", "max_top_n_tokens",
+            "grammar",
             "log_level", "max_in_flight_per_endpoint", "queue_timeout", "health_interval", "eject_after", "log_format")
     return Settings(
         **{name: getattr(args, name) for name in same},

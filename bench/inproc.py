@@ -19,7 +19,8 @@ from functionary.assemble import DeltaAssembler, build_message
 from functionary.openai_types import ChatCompletionRequest
 from functionary.stops import StopTrimmer
 from functionary.templates import get_template
-from tgi.pipeline import chat as chat_module
+from tgi import chat as chat_module
+from tgi.pipeline.chunks import ChunkWriter
 from tgi.protocol.client import _parse_event
 from tgi.emulator.replies import tokens_from_text
 from tgi.pipeline.params import Limits
@@ -63,7 +64,8 @@ def _best(fn, repeat: int) -> float:
 def _stream_pipeline(template, prepared, stops, chunks: list[bytes]) -> int:
     decoder, trimmer = SSEDecoder(), StopTrimmer(stops)
     parser, assembler = template.stream_parser(prepared), DeltaAssembler(prepared)
-    prefix = b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m","choices":['
+    writer = ChunkWriter({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m"}, n=1,
+                         include_usage=False)
     n = 0
     for chunk in chunks:
         for sse in decoder.feed(chunk):
@@ -74,7 +76,7 @@ def _stream_pipeline(template, prepared, stops, chunks: list[bytes]) -> int:
                 deltas += assembler.deltas(parser.feed(trimmer.finish()))
                 deltas += assembler.deltas(parser.finish())
             for delta in deltas:
-                n += len(chat_module._delta_chunk(prefix, 0, delta, None))
+                n += len(writer.delta(0, delta, None))
     return n
 
 
@@ -103,8 +105,6 @@ def _stages(template, prepared, stops, chunks: list[bytes], repeat: int) -> dict
     a = DeltaAssembler(prepared)
     for evs in parser_events:
         deltas.extend(a.deltas(evs))
-    prefix = b"data: {}"
-
     def sse():
         d = SSEDecoder()
         for c in chunks:
@@ -130,8 +130,9 @@ def _stages(template, prepared, stops, chunks: list[bytes], repeat: int) -> dict
             asm.deltas(evs)
 
     def encode():
+        writer = ChunkWriter({}, n=1, include_usage=False)
         for delta in deltas:
-            chat_module._delta_chunk(prefix, 0, delta, None)
+            writer.delta(0, delta, None)
 
     return {name: _best(fn, repeat) / n * 1e6 for name, fn in
             (("SSE decode", sse), ("event validation", validate), ("stop trimming", trim),

@@ -12,9 +12,12 @@ OpenAI-shaped body ``{"error": {"message", "type", "param", "code"}}`` with its 
     └── UpstreamError (tgi/protocol/errors.py)    errors that come from TGI or from reaching it
         ├── UpstreamValidationError      400 invalid_request_error
         ├── UpstreamOverloadedError      429 rate_limit_error      code=overloaded
-        ├── UpstreamUnavailableError     503 service_unavailable   (Retry-After)
-        ├── UpstreamGenerationError      502 upstream_error        (generation failed, stream cut)
-        └── UpstreamTimeoutError         504 timeout_error         code=request_timeout (--request-timeout)
+        ├── UpstreamUnavailableError     503 server_error          code=service_unavailable (Retry-After)
+        ├── UpstreamGenerationError      502 server_error          (generation failed, stream cut)
+        └── UpstreamTimeoutError         504 server_error          code=request_timeout (--request-timeout)
+
+Every ``type`` is one OpenAI sends: a bad key (401) and an unknown model (404) are ``invalid_request_error`` with
+the codes ``invalid_api_key`` and ``model_not_found``, exactly as OpenAI answers them; ``code`` tells cases apart.
 
 ``functionary/`` raises only the request-side errors; ``tgi/protocol/errors.py`` defines the Upstream branch
 and the single function that maps TGI's ``error_type`` to it.

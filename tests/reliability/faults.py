@@ -170,13 +170,13 @@ class FaultRun:
 
 # ---------------------------------------------------------------------------------------------- scenarios
 
-GEN = {"error 502 upstream_error generation_failed"}
-GEN_EVENT = {"event upstream_error generation_failed"}
-INCOMPLETE = {"error 502 upstream_error incomplete_generation_stream"}
-INCOMPLETE_EVENT = {"event upstream_error incomplete_generation_stream"}
-UNAVAILABLE = {"error 503 service_unavailable None"}
-TIMEOUT = {"error 504 timeout_error request_timeout"}
-TIMEOUT_EVENT = {"event timeout_error request_timeout"}
+GEN = {"error 502 server_error generation_failed"}
+GEN_EVENT = {"event server_error generation_failed"}
+INCOMPLETE = {"error 502 server_error incomplete_generation_stream"}
+INCOMPLETE_EVENT = {"event server_error incomplete_generation_stream"}
+UNAVAILABLE = {"error 503 server_error service_unavailable"}
+TIMEOUT = {"error 504 server_error request_timeout"}
+TIMEOUT_EVENT = {"event server_error request_timeout"}
 OVERLOADED = {"error 429 rate_limit_error overloaded"}
 OK = {"ok"}
 LONG = "one two three four five six seven eight nine ten eleven twelve"
@@ -220,7 +220,7 @@ def scenario_down_mid_run(run: FaultRun) -> None:
         return await task
 
     outcome = asyncio.run(killed_mid_stream())
-    run.expect("TGI killed mid-stream", outcome, {"event upstream_error incomplete_generation_stream"})
+    run.expect("TGI killed mid-stream", outcome, {"event server_error incomplete_generation_stream"})
     run.tgi.process.wait()
     # down: refused at once, 503 with Retry-After, both modes
     run.both("TGI down", UNAVAILABLE, UNAVAILABLE)
@@ -235,8 +235,8 @@ def scenario_generation_errors(run: FaultRun) -> None:
     cases = {
         "validation": ({"error 400 invalid_request_error None"},) * 2,
         "overloaded": (OVERLOADED,) * 2,
-        "incomplete_generation": ({"error 502 upstream_error incomplete_generation"},) * 2,
-        "some_new_error_type": ({"error 502 upstream_error None"},) * 2,
+        "incomplete_generation": ({"error 502 server_error incomplete_generation"},) * 2,
+        "some_new_error_type": ({"error 502 server_error None"},) * 2,
     }
     for error_type, (plain, streamed) in cases.items():
         run.both(f"TGI error_type {error_type}", plain, streamed,

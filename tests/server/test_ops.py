@@ -274,7 +274,7 @@ def test_metrics_see_errors_inside_a_stream_and_disconnects(gw, emulator) -> Non
     time.sleep(0.1)
     after = scrape(gw)
     chat = 'route="/v1/chat/completions"'
-    assert delta(before, after, f'functionary_requests_total{{{chat},status="200",error_type="upstream_error"}}') == 1
+    assert delta(before, after, f'functionary_requests_total{{{chat},status="200",error_type="server_error"}}') == 1
     assert delta(before, after,
                  f'functionary_requests_total{{{chat},status="200",error_type="client_disconnected"}}') == 1
     assert after["functionary_requests_in_flight"] == 0

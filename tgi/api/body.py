@@ -3,6 +3,7 @@ and the OpenAPI description of that body (the route reads it itself, so FastAPI 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -18,15 +19,39 @@ __all__ = ["document_body", "read_chat_request", "read_json"]
 log = logging.getLogger("gateway")
 
 
-def _validation_param(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-    return loc or "body", f"Invalid request: {loc or 'body'}: {err.get('msg')}"
+def _validation_param(exc: ValidationError, data: object) -> tuple[str, str]:
+    """The field of the error that reaches deepest into the request (for a union, the member the client meant)."""
+    best, loc = None, ""
+    for err in exc.errors():
+        path = _client_path(err.get("loc", ()), data)
+        if best is None or path.count(".") + path.count("[") > loc.count(".") + loc.count("["):
+            best, loc = err, path
+    return loc or "body", f"Invalid request: {loc or 'body'}: {best.get('msg')}"
+
+
+def _client_path(loc: tuple, data: object) -> str:
+    """pydantic's error location as the client wrote the field (``tools[0].function.parameters``): the location
+    is walked through the request itself, so the names pydantic adds (a union member such as ``str`` or
+    ``NamedToolChoice``, a discriminator's tag) are left out; a missing key at the end is kept."""
+    path = ""
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            path, node = f"{path}[{part}]", node[part]
+        elif isinstance(part, str) and isinstance(node, dict) and part in node:
+            path, node = f"{path}.{part}" if path else part, node[part]
+        elif i == len(loc) - 1 and isinstance(part, str) and part.isidentifier() and isinstance(node, dict):
+            path = f"{path}.{part}" if path else part
+    return path
 
 
 # JSON may spell a lone surrogate (``"\ud800"``), which no UTF-8 encoder, tokenizer or TGI accepts; a valid
 # pair is joined by json.loads. The cheap byte search keeps the full check off ordinary bodies.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+# bodies from this size on are decoded, validated and planned on a worker thread (also tgi/pipeline/chat.py
+# OFF_LOOP_BYTES): decoding megabytes must not hold up the other requests
+_OFF_LOOP_BYTES = 64 * 1024
 
 
 def _has_lone_surrogate(data: object) -> bool:
@@ -37,8 +62,7 @@ def _has_lone_surrogate(data: object) -> bool:
     return False
 
 
-async def read_json(request: Request, *, max_body_bytes: int) -> dict:
-    """The request body as a JSON object (size-limited, valid UTF-8 and Unicode), or a 4xx."""
+async def _read_bytes(request: Request, max_body_bytes: int) -> bytearray:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body_bytes:
         raise PayloadTooLargeError(f"request body is larger than {max_body_bytes} bytes")
@@ -47,6 +71,17 @@ async def read_json(request: Request, *, max_body_bytes: int) -> dict:
         body += part
         if len(body) > max_body_bytes:
             raise PayloadTooLargeError(f"request body is larger than {max_body_bytes} bytes")
+    request.scope["state"]["body_bytes"] = len(body)
+    return body
+
+
+async def _off_loop(parse, body: bytearray):
+    if len(body) >= _OFF_LOOP_BYTES:
+        return await asyncio.to_thread(parse, bytes(body))
+    return parse(body)
+
+
+def _decode_json(body: bytes | bytearray) -> dict:
     try:
         data = json.loads(body)
     except UnicodeDecodeError:
@@ -63,18 +98,28 @@ async def read_json(request: Request, *, max_body_bytes: int) -> dict:
     return data
 
 
-async def read_chat_request(request: Request, *, max_body_bytes: int) -> ChatCompletionRequest:
-    data = await read_json(request, max_body_bytes=max_body_bytes)
+def _parse_chat(body: bytes | bytearray) -> ChatCompletionRequest:
+    data = _decode_json(body)
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
-        param, message = _validation_param(exc)
+        param, message = _validation_param(exc, data)
         raise InvalidRequestError(message, param=param) from None
     except RecursionError:
         raise InvalidRequestError("request body is nested too deeply", param="body") from None
     if req.model_extra:
         log.debug("ignoring unknown request fields: %s", ", ".join(sorted(req.model_extra)))
     return req
+
+
+async def read_json(request: Request, *, max_body_bytes: int) -> dict:
+    """The request body as a JSON object (size-limited, valid UTF-8 and Unicode), or a 4xx."""
+    return await _off_loop(_decode_json, await _read_bytes(request, max_body_bytes))
+
+
+async def read_chat_request(request: Request, *, max_body_bytes: int) -> ChatCompletionRequest:
+    """The body as a checked ``ChatCompletionRequest``, or a 400 naming the field as the client wrote it."""
+    return await _off_loop(_parse_chat, await _read_bytes(request, max_body_bytes))
 
 
 def document_body(app: FastAPI, model=ChatCompletionRequest) -> dict:

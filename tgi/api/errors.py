@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from functionary.errors import GatewayError, InvalidRequestError
+from tgi.api.disconnect import ClientGone
 
 __all__ = ["error_response", "install_error_handlers", "note_error", "request_id_of"]
 
@@ -34,9 +35,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, exc: ClientDisconnect):
-        # the client left while its body was being read: nobody gets this answer, and it is no server error
-        log.info("request %s: the client went away before its body was read", request_id_of(request))
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: Exception):
+        # the client left while its body was read or its answer made: nobody gets this answer, and it is no
+        # server error (TGI's work for it is cancelled: tgi/api/disconnect.py)
+        log.info("request %s: the client went away before its answer was ready", request_id_of(request))
         note_error(request, "client_disconnected", None)
         return Response(status_code=499)
 

@@ -9,12 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from functionary.errors import ModelNotFoundError
-from tgi.api.auth import check_auth
 from functionary.responses_types import ResponsesRequest
+from tgi.api.auth import check_auth
 from tgi.api.body import document_body, read_chat_request, read_json
+from tgi.api.disconnect import unless_disconnected
 from tgi.api.errors import request_id_of
-from tgi.api.settings import Settings
 from tgi.api.responses import create as create_response
+from tgi.api.settings import Settings
 from tgi.pipeline.chat import new_request_id
 
 __all__ = ["install_routes"]
@@ -36,13 +37,15 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
                 param="model",
             )
         record = request.scope["state"]["record"]
-        plan = runtime.chat.plan(req, request_id=new_request_id(), record=record)
+        plan = await runtime.chat.plan_async(req, request_id=new_request_id(), record=record,
+                                             body_bytes=request.scope["state"].get("body_bytes", 0))
         record.completion_id, record.model, record.stream = plan.request_id, plan.model, bool(req.stream)
         log.debug("request %s: %s, %d prompt tokens, stream=%s", request_id_of(request), plan.request_id, plan.prompt_tokens, bool(req.stream))
         if req.stream:
             body = await runtime.chat.stream(plan)
             return StreamingResponse(body, media_type="text/event-stream", headers=_SSE_HEADERS)
-        return JSONResponse(await runtime.chat.complete(plan))
+        # the client may leave (a timeout) while the answer is made: TGI's work is then cancelled at once
+        return JSONResponse(await unless_disconnected(runtime.chat.complete(plan), request.receive))
 
     @app.post("/v1/responses", openapi_extra=document_body(app, ResponsesRequest))
     async def responses(request: Request):
@@ -50,8 +53,9 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         check_auth(request, settings.api_keys)
         data = await read_json(request, max_body_bytes=settings.max_body_bytes)
         runtime = request.app.state.runtime
-        answer = await create_response(runtime.chat, data, model_names=runtime.model_names,
-                                       record=request.scope["state"]["record"])
+        work = create_response(runtime.chat, data, model_names=runtime.model_names,
+                               record=request.scope["state"]["record"])
+        answer = await unless_disconnected(work, request.receive)  # a client that leaves cancels TGI's work
         if isinstance(answer, dict):
             return JSONResponse(answer)
         return StreamingResponse(answer, media_type="text/event-stream", headers=_SSE_HEADERS)

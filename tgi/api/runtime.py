@@ -30,6 +30,7 @@ from tgi.pipeline.grammar import GrammarSupport
 from tgi.protocol.errors import UpstreamError
 from tgi.pipeline.params import Limits
 from tgi.cluster.pool import EndpointPool, same_model
+from tgi.pipeline.prompt_size import max_bytes_per_token
 from tgi.protocol.types import Info
 
 log = logging.getLogger("gateway.runtime")
@@ -57,12 +58,18 @@ class Runtime:
         }
 
 
+# texts from this length on are tokenized with encode_batch, which releases the GIL (encode holds it), so a
+# long prompt tokenized on a worker thread (ChatService.plan_async) leaves the event loop running
+_LONG_TEXT = 16 * 1024
+
+
 def token_counter(model_dir: Path | None) -> Callable[[str], int]:
     """Counts prompt tokens as TGI will (``add_special_tokens=True``: the BOS is counted).
 
     The tokenizer cuts the text at its special tokens before anything else, so the pieces between
     them are tokenized independently: their counts are cached, and the long system / tools part
-    that most requests share costs nothing after the first request."""
+    that most requests share costs nothing after the first request. The counter's
+    ``bytes_per_token`` attribute is the most prompt bytes one token covers (tgi/pipeline/prompt_size.py)."""
     path = model_dir / "tokenizer.json" if model_dir is not None else None
     if path is None or not path.is_file():
         log.warning("no tokenizer.json found: prompt lengths are estimated (4 bytes a token)")
@@ -70,22 +77,36 @@ def token_counter(model_dir: Path | None) -> Callable[[str], int]:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
+    count = _exact_counter(tokenizer)
+    count.bytes_per_token = max_bytes_per_token(tokenizer)  # type: ignore[attr-defined]
+    return count
+
+
+def _encoded_length(tokenizer, text: str, special: bool) -> int:
+    if len(text) >= _LONG_TEXT:
+        return len(tokenizer.encode_batch([text], add_special_tokens=special)[0].ids)
+    return len(tokenizer.encode(text, add_special_tokens=special).ids)
+
+
+def _exact_counter(tokenizer) -> Callable[[str], int]:
     specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special]
     extra = len(tokenizer.encode("", add_special_tokens=True).ids)  # BOS and friends
     if not specials:
-        return lambda text: len(tokenizer.encode(text, add_special_tokens=True).ids)
+        return lambda text: _encoded_length(tokenizer, text, True)
     splitter = re.compile("(" + "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")")
     special_set = frozenset(specials)
 
     @lru_cache(maxsize=4096)
     def piece(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+        return _encoded_length(tokenizer, text, False)
 
     def count(text: str) -> int:
         total = extra
         for part in splitter.split(text):
             if part in special_set:
                 total += 1
+            elif len(part) >= _LONG_TEXT:  # not cached: the cache would keep megabytes of text
+                total += _encoded_length(tokenizer, part, False)
             elif part:
                 total += piece(part)
         return total
@@ -161,10 +182,11 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
             reference=reference, down=[c.base_url for c in clients if c not in up],
         ))
         grammar = await _grammar_support(settings.grammar, clients, up)
+        counter = token_counter(model_dir)
         chat = ChatService(
             template=template, pool=pool, limits=limits, model_name=settings.model_name,
-            count_tokens=token_counter(model_dir), request_timeout=getattr(settings, "request_timeout", None),
-            grammar=grammar,
+            count_tokens=counter, request_timeout=getattr(settings, "request_timeout", None),
+            grammar=grammar, bytes_per_token=getattr(counter, "bytes_per_token", None),
         )
         names = {settings.model_name, settings.model}
         yield Runtime(
@@ -232,6 +254,7 @@ async def _limits(client: TGIClient, settings, model_dir: Path | None) -> Limits
         max_total_tokens=max_total,
         max_input_tokens=min(max_input, max_total - 1),
         max_stop_sequences=(info and info.max_stop_sequences) or 4,
+        max_top_n_tokens=getattr(settings, "max_top_n_tokens", 5),
     )
 
 

@@ -35,6 +35,7 @@ class Settings:
     replace: bool = False
     launcher_args: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
+    max_top_n_tokens: int = 5
     request_timeout: float | None = 600.0
     grammar: str = "off"  # off | auto | on: TGI grammars for tool arguments and response_format (docs/grammar.md)
     cors_origins: tuple[str, ...] = ()

@@ -1,6 +1,7 @@
 """Chat completions over TGI: the composed pipeline (STYLE 7)
 
-    TGI stream events -> stop trimming -> template parser -> OpenAI deltas -> chunks -> SSE bytes
+    TGI stream events -> template-stop trimming -> template parser -> content stage (user stops, one call,
+    logprobs: tgi/pipeline/content.py) -> OpenAI deltas -> chunks (tgi/pipeline/chunks.py) -> SSE bytes
 
 ``plan()`` does everything that can fail before TGI is called (request checks, rendering, the
 context-length check, parameter mapping); ``complete()`` and ``stream()`` run the plan.
@@ -9,7 +10,6 @@ context-length check, parameter mapping); ``complete()`` and ``stream()`` run th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -22,19 +22,25 @@ from functionary.errors import GatewayError
 from functionary.openai_types import ChatCompletionRequest, Delta
 from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
-from functionary.templates.base import ParsedOutput, PreparedRequest, PromptTemplate
+from functionary.templates.base import (
+    Event, ParsedOutput, PreparedRequest, PromptTemplate, TextDelta, ToolCallStart,
+)
+from tgi.pipeline.chunks import DUMPS, ChunkWriter
+from tgi.pipeline.content import ContentStage, TokenLedger, model_text, token_logprob
+from tgi.pipeline.fanout import all_or_none, merge, tag
 from tgi.protocol.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError
 from tgi.pipeline.grammar import GrammarPlan, GrammarSupport, plan_grammar
 from tgi.pipeline.guided import GuidedGeneration
 from tgi.ops.metrics import RequestRecord
-from tgi.pipeline.params import Limits, check_supported, generate_parameters, max_new_tokens, user_stops
+from tgi.pipeline.params import Limits, check_prompt_size, check_supported, generate_parameters, max_new_tokens, user_stops
 from tgi.cluster.pool import lost_endpoint
 from tgi.protocol.types import GenerateParameters, GenerateRequest
 
 log = logging.getLogger("gateway.chat")
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_json_str = json.encoder.encode_basestring  # what _DUMPS writes for a str (C speed-up when available)
+# request bodies from this size on are planned off the event loop (ChatService.plan_async)
+OFF_LOOP_BYTES = 64 * 1024
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +52,25 @@ class Plan:
     prompt: str
     prompt_tokens: int  # local estimate; TGI's input_length wins when it reports one
     parameters: GenerateParameters
-    stops: tuple[str, ...]  # everything trimmed from the output: template stops, EOS, user stops
+    stops: tuple[str, ...]  # trimmed from the model's output: the template's stops and EOS texts
     n: int
     logprobs: bool
     include_usage: bool
     record: RequestRecord | None = None  # ops: filled for the log line and /metrics (tgi/ops/metrics.py)
     grammar: GrammarPlan | None = None  # what TGI grammars constrain (tgi/pipeline/grammar.py); None: one plain generation
+    user_stops: tuple[str, ...] = ()  # the client's stop sequences: matched in the content (tgi/pipeline/content.py)
+    one_call: bool = False  # parallel_tool_calls: false: the answer ends after its first call
+
+
+@dataclass(slots=True)
+class Step:
+    """What one TGI event added to a choice, as parser events (tgi/pipeline/content.py has passed them)."""
+
+    events: list[Event]
+    logprobs: list[dict] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -77,7 +96,9 @@ class ChatService:
         count_tokens: Callable[[str], int],
         request_timeout: float | None = None,
         grammar: GrammarSupport | None = None,
+        bytes_per_token: int | None = None,
     ) -> None:
+        self.bytes_per_token = bytes_per_token  # no token covers more prompt bytes (tgi/pipeline/prompt_size.py)
         self.template = template
         self.grammar = grammar if grammar is not None else GrammarSupport("off")
         self.request_timeout = request_timeout  # seconds for a whole request (None = no limit)
@@ -92,15 +113,16 @@ class ChatService:
     # -- planning ---------------------------------------------------------------------------
 
     def plan(self, request: ChatCompletionRequest, *, request_id: str, record: RequestRecord | None = None) -> Plan:
-        check_supported(request)
+        check_supported(request, self.limits)
         stops = user_stops(request)
         prepared = prepare_request(request)
         self.template.check(prepared)
         prompt = self.template.render(prepared)
+        check_prompt_size(prompt, bytes_per_token=self.bytes_per_token, limits=self.limits)
         prompt_tokens = self.count_tokens(prompt)
         new_tokens = max_new_tokens(request, prompt_tokens=prompt_tokens, limits=self.limits)
-        tgi_stops = list(dict.fromkeys([*self._tgi_stops, *stops]))
-        parameters = generate_parameters(request, new_tokens=new_tokens, stops=tgi_stops, limits=self.limits)
+        # only the template's own stops go to TGI: TGI would match the user's in Functionary's markup too
+        parameters = generate_parameters(request, new_tokens=new_tokens, stops=self._tgi_stops, limits=self.limits)
         return Plan(
             request_id=request_id,
             model=request.model or self.model_name,
@@ -109,7 +131,9 @@ class ChatService:
             prompt=prompt,
             prompt_tokens=prompt_tokens,
             parameters=parameters,
-            stops=tuple(dict.fromkeys([*self._trim, *stops])),
+            stops=self._trim,
+            user_stops=tuple(dict.fromkeys(stops)),
+            one_call=request.parallel_tool_calls is False and prepared.choice.kind in ("auto", "required"),
             n=request.n or 1,
             logprobs=bool(request.logprobs),
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
@@ -117,6 +141,14 @@ class ChatService:
             grammar=plan_grammar(prepared=prepared, response_format=request.response_format, template=self.template,
                                  support=self.grammar),
         )
+
+    async def plan_async(self, request: ChatCompletionRequest, *, request_id: str, body_bytes: int,
+                         record: RequestRecord | None = None) -> Plan:
+        """``plan()``; for a large body on a worker thread, so that rendering and tokenizing a long prompt (the
+        counter releases the GIL for long texts: tgi/api/runtime.py) never stalls the other requests."""
+        if body_bytes < OFF_LOOP_BYTES:
+            return self.plan(request, request_id=request_id, record=record)
+        return await asyncio.to_thread(self.plan, request, request_id=request_id, record=record)
 
     def _body(self, plan: Plan, index: int) -> GenerateRequest:
         params = plan.parameters
@@ -126,6 +158,58 @@ class ChatService:
 
     # -- one choice -------------------------------------------------------------------------
 
+    async def _events(self, plan: Plan, index: int, *, buffered: bool) -> AsyncIterator[Step]:
+        """One generation as parser events through the content stage (tgi/pipeline/content.py): one Step per TGI event
+        that produced something, the last one carrying the finish reason and token counts. An answer the stage
+        ends early (a user stop, a second call under ``parallel_tool_calls: false``) returns at once, which
+        closes TGI's stream: TGI cancels the generation."""
+        parser = self.template.stream_parser(plan.prepared)
+        trimmer = StopTrimmer(plan.stops)
+        ledger = TokenLedger() if plan.logprobs else None
+        stage = ContentStage(plan.user_stops, one_call=plan.one_call, ledger=ledger)
+        has_calls = False
+        stream = self.pool.generate_stream(self._body(plan, index), record=plan.record, buffered=buffered)
+        async with aclosing(stream) as events:
+            async for event in events:
+                text = model_text(event)
+                if ledger is not None:
+                    ledger.add(text, token_logprob(event))
+                details = event.details
+                final = details is not None or event.generated_text is not None
+                fed = trimmer.feed(text)
+                if final:
+                    fed += trimmer.finish()
+                if ledger is not None:
+                    ledger.fed(fed)
+                parsed = parser.feed(fed) if fed else []
+                tgi_reason = (details.finish_reason if details is not None else "eos_token") if final else None
+                if final:
+                    tail = parser.finish()
+                    if tgi_reason == "length":  # text the parser still held is cut markup (a name), not content
+                        tail = [ev for ev in tail if type(ev) is not TextDelta]
+                    parsed += tail
+                out = Step(stage.push(parsed))
+                out.logprobs = stage.logprobs
+                if final and stage.done is None:
+                    out.events += stage.finish()
+                    out.logprobs = out.logprobs + stage.logprobs
+                if not has_calls and out.events:
+                    has_calls = any(type(ev) is ToolCallStart for ev in out.events)
+                if stage.done is not None or final:
+                    out.finish_reason = finish_reason(
+                        has_calls=has_calls, prepared=plan.prepared,
+                        stopped_on_length=stage.done is None and tgi_reason == "length",
+                    )
+                    out.completion_tokens = details.generated_tokens if details is not None else event.index
+                    out.prompt_tokens = getattr(details, "input_length", None)
+                    yield out
+                    return
+                if out.events or out.logprobs:
+                    yield out
+        raise UpstreamGenerationError(
+            "TGI ended the stream without a final event", code="incomplete_generation_stream"
+        )
+
     async def _choice(self, plan: Plan, index: int) -> AsyncIterator[ChoiceResult]:
         """Yields one ChoiceResult per TGI event that produced something, the last one carrying
         the finish reason and token counts."""
@@ -134,42 +218,19 @@ class ChatService:
                 async for out in results:
                     yield out
             return
-        parser = self.template.stream_parser(plan.prepared)
         assembler = DeltaAssembler(plan.prepared)
-        trimmer = StopTrimmer(plan.stops)
-        async with aclosing(self.pool.generate_stream(self._body(plan, index), record=plan.record)) as events:
-            async for event in events:
-                out = ChoiceResult()
-                text = trimmer.feed(_model_text(event))
-                if text:
-                    out.deltas = assembler.deltas(parser.feed(text))
-                if plan.logprobs and not (event.token.special and event.details is not None):
-                    out.logprobs.append(_token_logprob(event))
-                details = event.details
-                if details is not None or event.generated_text is not None:
-                    tail = trimmer.finish()
-                    if tail:
-                        out.deltas += assembler.deltas(parser.feed(tail))
-                    out.deltas += assembler.deltas(parser.finish())
-                    reason = details.finish_reason if details is not None else "eos_token"
-                    out.finish_reason = finish_reason(
-                        has_calls=assembler.has_calls, prepared=plan.prepared, stopped_on_length=reason == "length"
-                    )
-                    out.completion_tokens = details.generated_tokens if details is not None else event.index
-                    out.prompt_tokens = getattr(details, "input_length", None)
-                    yield out
-                    return
-                if out.deltas or out.logprobs:
-                    yield out
-        raise UpstreamGenerationError(
-            "TGI ended the stream without a final event", code="incomplete_generation_stream"
-        )
+        async with aclosing(self._events(plan, index, buffered=False)) as steps:
+            async for step in steps:
+                yield ChoiceResult(
+                    deltas=assembler.deltas(step.events) if step.events else [], finish_reason=step.finish_reason,
+                    logprobs=step.logprobs, prompt_tokens=step.prompt_tokens, completion_tokens=step.completion_tokens,
+                )
 
     # -- non-streaming ----------------------------------------------------------------------
 
     async def complete(self, plan: Plan) -> dict:
-        gathered = asyncio.gather(*(self._collect_retried(plan, i) for i in range(plan.n)))
-        results = await self._before(self._deadline(), gathered)
+        choices_done = all_or_none([self._collect_retried(plan, i) for i in range(plan.n)])
+        results = await self._before(self._deadline(), choices_done)
         choices = []
         prompt_tokens = plan.prompt_tokens
         completion_tokens = 0
@@ -194,7 +255,8 @@ class ChatService:
 
     async def _collect_retried(self, plan: Plan, index: int):
         """pool: the client sees nothing before the end, so a choice whose endpoint was lost midway (which the
-        pool could not retry: a guided segment) is run once more; the pool routes around the lost endpoint."""
+        pool could not retry: a guided segment, or an answer the gateway may end early) is run once more; the
+        pool routes around the lost endpoint."""
         try:
             return await self._collect(plan, index)
         except UpstreamError as exc:
@@ -203,39 +265,25 @@ class ChatService:
             return await self._collect(plan, index)
 
     async def _collect(self, plan: Plan, index: int):
-        # The complete answer is the full parse of the same text the stream would carry: the
-        # parsers guarantee that both agree.
+        # The complete answer is the same parse as the stream's (the parsers guarantee that any split of the
+        # text gives the same events), through the same content stage.
         if plan.grammar is not None:
             return await self._guided_collect(plan, index)
-        trimmer = StopTrimmer(plan.stops)
-        parts: list[str] = []
+        events: list = []
         logprobs: list[dict] = []
-        final = None
-        # buffered: the client sees nothing before the end, so the pool may retry a dead endpoint mid-generation
-        stream = self.pool.generate_stream(self._body(plan, index), record=plan.record, buffered=True)
-        async with aclosing(stream) as events:
-            async for event in events:
-                parts.append(trimmer.feed(_model_text(event)))
-                if plan.logprobs and not (event.token.special and event.details is not None):
-                    logprobs.append(_token_logprob(event))
-                if event.details is not None or event.generated_text is not None:
-                    final = event
-                    break
-        if final is None:
-            raise UpstreamGenerationError(
-                "TGI ended the stream without a final event", code="incomplete_generation_stream"
-            )
-        parts.append(trimmer.finish())
-        parsed = self.template.parse("".join(parts), plan.prepared)
+        last = None
+        # buffered: the client sees nothing before the end, so the pool may retry a dead endpoint mid-generation;
+        # not when the gateway may end the answer early (it must see the tokens as they come to cancel TGI)
+        buffered = not plan.user_stops and not plan.one_call
+        async with aclosing(self._events(plan, index, buffered=buffered)) as steps:
+            async for step in steps:
+                events += step.events
+                logprobs += step.logprobs
+                last = step
+        parsed = ParsedOutput.from_events(events)
         message = build_message(parsed, plan.prepared).model_dump(exclude_none=True)
         message.setdefault("content", None)
-        details = final.details
-        tgi_reason = details.finish_reason if details is not None else "eos_token"
-        reason = finish_reason(
-            has_calls=bool(parsed.tool_calls), prepared=plan.prepared, stopped_on_length=tgi_reason == "length"
-        )
-        completion_tokens = details.generated_tokens if details is not None else final.index
-        return message, reason, logprobs, getattr(details, "input_length", None), completion_tokens
+        return message, last.finish_reason, logprobs, last.prompt_tokens, last.completion_tokens
 
     # -- guided by grammars (tgi/pipeline/guided.py): the same results from several TGI generations ----
 
@@ -248,16 +296,20 @@ class ChatService:
 
     async def _guided_choice(self, plan: Plan, index: int) -> AsyncIterator[ChoiceResult]:
         assembler = DeltaAssembler(plan.prepared)
+        stage = ContentStage(plan.user_stops, one_call=plan.one_call, ledger=None)  # user stops, one call
         async with aclosing(self._guided(plan, index, buffered=False).steps()) as steps:
             async for step in steps:
-                out = ChoiceResult(deltas=assembler.deltas(step.events) if step.events else [])
+                events = stage.push(step.events) if step.events else []
+                if step.done and stage.done is None:
+                    events += stage.finish()
+                out = ChoiceResult(deltas=assembler.deltas(events) if events else [])
                 event = step.token
                 if plan.logprobs and event is not None and not (event.token.special and event.details is not None):
-                    out.logprobs.append(_token_logprob(event))
-                if step.done:
+                    out.logprobs.append(token_logprob(event))
+                if step.done or stage.done is not None:
                     out.finish_reason = finish_reason(
                         has_calls=assembler.has_calls, prepared=plan.prepared,
-                        stopped_on_length=step.finish_reason == "length",
+                        stopped_on_length=stage.done is None and step.finish_reason == "length",
                     )
                     out.prompt_tokens, out.completion_tokens = step.prompt_tokens, step.completion_tokens
                     yield out
@@ -269,18 +321,24 @@ class ChatService:
         events: list = []
         logprobs: list[dict] = []
         last = None
+        stage = ContentStage(plan.user_stops, one_call=plan.one_call, ledger=None)  # user stops, one call
         async with aclosing(self._guided(plan, index, buffered=True).steps()) as steps:
             async for step in steps:
-                events += step.events
+                events += stage.push(step.events) if step.events else []
+                if step.done and stage.done is None:
+                    events += stage.finish()
                 event = step.token
                 if plan.logprobs and event is not None and not (event.token.special and event.details is not None):
-                    logprobs.append(_token_logprob(event))
+                    logprobs.append(token_logprob(event))
                 last = step
+                if stage.done is not None:
+                    break
         parsed = ParsedOutput.from_events(events)
         message = build_message(parsed, plan.prepared).model_dump(exclude_none=True)
         message.setdefault("content", None)
         reason = finish_reason(
-            has_calls=bool(parsed.tool_calls), prepared=plan.prepared, stopped_on_length=last.finish_reason == "length"
+            has_calls=bool(parsed.tool_calls), prepared=plan.prepared,
+            stopped_on_length=stage.done is None and last.finish_reason == "length",
         )
         return message, reason, logprobs, last.prompt_tokens, last.completion_tokens
 
@@ -295,7 +353,7 @@ class ChatService:
         deadline = self._deadline()
         for attempt in (0, 1):
             sources = [self._choice(plan, i) for i in range(plan.n)]
-            merged = _merge(sources) if plan.n > 1 else _tag(sources[0], 0)
+            merged = merge(sources) if plan.n > 1 else tag(sources[0], 0)
             try:
                 first = await self._before(deadline, merged.__anext__())
                 break
@@ -338,49 +396,37 @@ class ChatService:
 
     async def _sse(self, plan: Plan, results: AsyncIterator[tuple[int, ChoiceResult]]) -> AsyncIterator[bytes]:
         head = {"id": plan.request_id, "object": "chat.completion.chunk", "created": plan.created, "model": plan.model}
-        prefix = _DUMPS(head)[:-1].encode() + b',"system_fingerprint":null,"choices":['
+        out = ChunkWriter(head, n=plan.n, include_usage=plan.include_usage)
         prompt_tokens = plan.prompt_tokens
         completion_tokens = 0
         calls = 0  # ops: tool calls started, for the log line and /metrics
         try:
-            for i in range(plan.n):
-                yield _chunk(prefix, i, {"role": "assistant", "content": ""}, None, None)
             async for index, result in results:
                 lp = {"content": result.logprobs} if plan.logprobs and result.logprobs else None
                 deltas = result.deltas
                 for j, delta in enumerate(deltas):
                     if delta.tool_calls is not None or delta.function_call is not None:
                         calls += _calls_started(delta)
-                    yield _delta_chunk(prefix, index, delta, lp if j == 0 else None)
+                    yield out.delta(index, delta, lp if j == 0 else None)
                 if lp is not None and not deltas:
-                    yield _chunk(prefix, index, {}, None, lp)
+                    yield out.bare(index, None, lp)
                 if result.finish_reason is not None:
                     completion_tokens += result.completion_tokens
                     if result.prompt_tokens is not None:
                         prompt_tokens = result.prompt_tokens
-                    yield _chunk(prefix, index, {}, result.finish_reason, None)
+                    yield out.bare(index, result.finish_reason, None)
             if plan.include_usage:
-                usage = _usage(prompt_tokens, completion_tokens)
-                yield b"data: " + prefix + b'],"usage":' + _DUMPS(usage).encode() + b"}\n\n"
+                yield out.usage(_usage(prompt_tokens, completion_tokens))
         except GatewayError as exc:
             log.warning("request %s: error after the stream started: %s", plan.request_id, exc.message)
             if plan.record is not None:  # ops hook
                 plan.record.error_type, plan.record.error_code = exc.error_type, exc.code
-            yield b"data: " + _DUMPS(exc.to_dict()).encode() + b"\n\n"
+            yield b"data: " + DUMPS(exc.to_dict()).encode() + b"\n\n"
         finally:
             await results.aclose()
             if plan.record is not None:  # ops hook
                 plan.record.usage(prompt_tokens, completion_tokens, calls)
         yield b"data: [DONE]\n\n"
-
-
-def _model_text(event) -> str:
-    """The text an event adds to the model's output: a final special token that ended generation
-    as the EOS is dropped whatever its text (the model's EOS may be one the template never names)."""
-    token = event.token
-    if token.special and event.details is not None and event.details.finish_reason == "eos_token":
-        return ""
-    return token.text
 
 
 def new_request_id() -> str:
@@ -399,100 +445,3 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
-
-
-def _token_logprob(event) -> dict:
-    token = event.token
-    logprob = token.logprob if token.logprob is not None else 0.0
-    top = [
-        {"token": t.text, "logprob": t.logprob if t.logprob is not None else 0.0, "bytes": list(t.text.encode())}
-        for t in (event.top_tokens or ())
-    ]
-    return {"token": token.text, "logprob": logprob, "bytes": list(token.text.encode()), "top_logprobs": top}
-
-
-def _delta_dict(delta: Delta) -> dict:
-    out: dict = {}
-    if delta.content is not None:
-        out["content"] = delta.content
-    if delta.tool_calls is not None:
-        calls = []
-        for call in delta.tool_calls:
-            c: dict = {"index": call.index}
-            if call.id is not None:
-                c["id"] = call.id
-                c["type"] = "function"
-            fn: dict = {}
-            if call.function.name is not None:
-                fn["name"] = call.function.name
-            fn["arguments"] = call.function.arguments or ""
-            c["function"] = fn
-            calls.append(c)
-        out["tool_calls"] = calls
-    if delta.function_call is not None:
-        fc: dict = {}
-        if delta.function_call.name is not None:
-            fc["name"] = delta.function_call.name
-        fc["arguments"] = delta.function_call.arguments or ""
-        out["function_call"] = fc
-    return out
-
-
-def _delta_chunk(prefix: bytes, index: int, delta: Delta, logprobs: dict | None) -> bytes:
-    """``_chunk(prefix, index, _delta_dict(delta), None, logprobs)``, byte for byte. The delta of nearly every
-    token (text, or more arguments of the current call) is written without building and encoding dicts, which
-    cost a tenth of a streamed token (bench/RESULTS.md)."""
-    if logprobs is None and delta.function_call is None:
-        calls = delta.tool_calls
-        if calls is None and delta.content is not None:
-            return b'data: %s{"index":%d,"delta":{"content":%s},"logprobs":null,"finish_reason":null}]}\n\n' % (
-                prefix, index, _json_str(delta.content).encode())
-        if delta.content is None and calls is not None and len(calls) == 1:
-            call = calls[0]
-            if call.id is None and call.function.name is None:
-                return (b'data: %s{"index":%d,"delta":{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]},'
-                        b'"logprobs":null,"finish_reason":null}]}\n\n'
-                        % (prefix, index, call.index, _json_str(call.function.arguments or "").encode()))
-    return _chunk(prefix, index, _delta_dict(delta), None, logprobs)
-
-
-def _chunk(prefix: bytes, index: int, delta: dict, finish: str | None, logprobs: dict | None) -> bytes:
-    choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-    return b"data: " + prefix + _DUMPS(choice).encode() + b"]}\n\n"
-
-
-async def _tag(source: AsyncIterator[ChoiceResult], index: int) -> AsyncIterator[tuple[int, ChoiceResult]]:
-    async with aclosing(source):
-        async for item in source:
-            yield index, item
-
-
-async def _merge(sources: list[AsyncIterator[ChoiceResult]]) -> AsyncIterator[tuple[int, ChoiceResult]]:
-    """Interleaves n choices as their events arrive; the first failure cancels the others."""
-    queue: asyncio.Queue = asyncio.Queue()
-    done = object()
-
-    async def pump(i: int, source: AsyncIterator[ChoiceResult]) -> None:
-        try:
-            async with aclosing(source):
-                async for item in source:
-                    await queue.put((i, item))
-            await queue.put(done)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            await queue.put(exc)
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(sources)]
-    remaining = len(tasks)
-    try:
-        while remaining:
-            item = await queue.get()
-            if item is done:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

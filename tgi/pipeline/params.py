@@ -19,10 +19,15 @@ class Limits:
     max_total_tokens: int
     max_input_tokens: int
     max_stop_sequences: int = 4
+    # TGI's --max-top-n-tokens (default 5); /info does not report it, so the gateway's flag of the same name says it
+    max_top_n_tokens: int = 5
 
 
-def check_supported(request: ChatCompletionRequest) -> None:
-    """Fields OpenAI defines that TGI cannot honour are refused, never silently dropped."""
+def check_supported(request: ChatCompletionRequest, limits: Limits | None = None) -> None:
+    """Fields OpenAI defines that TGI cannot honour are refused, never silently dropped; and what OpenAI
+    refuses that the templates would render (an empty ``messages``)."""
+    if not request.messages:
+        raise InvalidRequestError("[] is too short - 'messages'", param="messages", code="empty_array")
     if request.presence_penalty:
         raise UnsupportedRequestError(
             "'presence_penalty' is not supported by TGI; use 'frequency_penalty' or send 0",
@@ -32,6 +37,30 @@ def check_supported(request: ChatCompletionRequest) -> None:
         raise UnsupportedRequestError("'logit_bias' is not supported by TGI", param="logit_bias")
     if request.top_logprobs and not request.logprobs:
         raise InvalidRequestError("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
+    top_n = limits.max_top_n_tokens if limits is not None else 5
+    if request.logprobs and request.top_logprobs and request.top_logprobs > top_n:
+        raise UnsupportedRequestError(
+            f"'top_logprobs' is at most {top_n} on this server (TGI's --max-top-n-tokens); you asked for "
+            f"{request.top_logprobs}",
+            param="top_logprobs",
+        )
+
+
+def check_prompt_size(prompt: str, *, bytes_per_token: int | None, limits: Limits) -> None:
+    """Refuses a prompt that cannot fit before it is tokenized: no token covers more than ``bytes_per_token``
+    bytes of the prompt (tgi/pipeline/prompt_size.py), so ``ceil(bytes / bytes_per_token)`` is a LOWER bound of its token
+    count; when even that is over the limit, the prompt is too long whatever the tokenizer makes of it."""
+    if not bytes_per_token or 4 * len(prompt) <= limits.max_input_tokens * bytes_per_token:  # <= 4 bytes a char
+        return
+    size = len(prompt.encode("utf-8", "surrogatepass"))
+    least = -(-size // bytes_per_token)
+    if least > limits.max_input_tokens:
+        raise ContextLengthExceededError(
+            f"This model's maximum context length is {limits.max_total_tokens} tokens "
+            f"(at most {limits.max_input_tokens} in the prompt). However, your messages resulted in "
+            f"at least {least} tokens ({size} bytes). Please reduce the length of the messages.",
+            param="messages",
+        )
 
 
 def user_stops(request: ChatCompletionRequest) -> list[str]:

@@ -1,16 +1,20 @@
 """The Upstream branch of the gateway's error tree (see ``functionary/errors.py``) and its one mapping.
 
     GatewayError
-    └── UpstreamError                       502 upstream_error        anything else from TGI or reaching it
+    └── UpstreamError                       502 server_error          anything else from TGI or reaching it
         ├── UpstreamValidationError         400 invalid_request_error TGI refused the request (validation,
         │   │                                                         template/tool errors, axum 4xx bodies)
         │   └── UpstreamContextLengthError  400 code=context_length_exceeded  (input + max_new_tokens too long)
         ├── UpstreamOverloadedError         429 rate_limit_error      code=overloaded
-        ├── UpstreamUnavailableError        503 service_unavailable   TGI cannot be reached; ``retry_after``
-        ├── UpstreamGenerationError         502 upstream_error        generation failed or the stream was cut
+        ├── UpstreamUnavailableError        503 server_error          code=service_unavailable: TGI cannot be
+        │                                                             reached; ``retry_after``
+        ├── UpstreamGenerationError         502 server_error          generation failed or the stream was cut
         │                                                             (code=incomplete_generation_stream)
-        └── UpstreamTimeoutError            504 timeout_error         code=request_timeout: the request ran past
+        └── UpstreamTimeoutError            504 server_error          code=request_timeout: the request ran past
                                                                       --request-timeout (TGI too slow)
+
+``type`` is always one of OpenAI's (invalid_request_error, rate_limit_error, server_error); ``code`` tells the
+cases apart.
 
 :func:`error_from_tgi` is the only place that reads TGI's ``error_type``; the client calls it for non-200
 answers and for an error event inside a 200 stream (``status=None``).
@@ -43,7 +47,7 @@ class UpstreamError(GatewayError):
     """
 
     status_code = 502
-    error_type = "upstream_error"
+    error_type = "server_error"
 
     def __init__(
         self,
@@ -78,7 +82,8 @@ class UpstreamUnavailableError(UpstreamError):
     """TGI cannot be reached (refused, reset before any byte, starting, 502/503/504)."""
 
     status_code = 503
-    error_type = "service_unavailable"
+    error_type = "server_error"
+    default_code = "service_unavailable"
 
     def __init__(self, message: str, *, retry_after: float | None = 1.0, **kwargs) -> None:
         super().__init__(message, **kwargs)
@@ -87,14 +92,14 @@ class UpstreamUnavailableError(UpstreamError):
 
 class UpstreamGenerationError(UpstreamError):
     status_code = 502
-    error_type = "upstream_error"
+    error_type = "server_error"
 
 
 class UpstreamTimeoutError(UpstreamError):
     """The gateway's own deadline for one request passed while TGI was still working on it."""
 
     status_code = 504
-    error_type = "timeout_error"
+    error_type = "server_error"
     default_code = "request_timeout"
 
 
