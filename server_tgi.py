@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import time
 import uuid
@@ -38,6 +39,7 @@ from functionary.errors import (
     PayloadTooLargeError,
 )
 from functionary.openai_types import ChatCompletionRequest
+from tgi.cluster.discovery import parse_dns_url
 
 log = logging.getLogger("gateway")
 
@@ -84,6 +86,12 @@ class Settings:
     health_interval: float = 5.0
     eject_after: int = 2
     log_format: str = "text"
+    # scale (docs/deploy.md)
+    workers: int = 1
+    replicas: int = 1
+    gpus_per_replica: int | None = None
+    endpoint_dns: tuple[str, ...] = ()
+    dns_interval: float = 10.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -115,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
           help="seconds a request waits for a free endpoint slot before a 429")
     _flag(p, "health_interval", type=float, default=5.0, help="seconds between endpoint health checks (0 = off)")
     _flag(p, "eject_after", type=int, default=2, help="consecutive failures that take an endpoint out")
+    _flag(p, "endpoint_dns", action="append", default=None,
+          help="http://NAME:PORT whose DNS name resolves to many TGI addresses (a Kubernetes headless Service); "
+               "re-resolved every --dns-interval seconds, addresses joining and leaving the pool (repeatable)")
+    _flag(p, "dns_interval", type=float, default=10.0, help="seconds between --endpoint-dns lookups (0 = once)")
+    _flag(p, "workers", type=int, default=1,
+          help="gateway processes serving the one port (SO_REUSEPORT); about one per CPU core (docs/deploy.md)")
+    _flag(p, "replicas", type=int, default=None,
+          help="launch this many TGI containers, one per GPU group, on the ports from the first --endpoint's on")
+    _flag(p, "gpus_per_replica", type=int, default=None,
+          help="GPUs of each launched replica (groups of consecutive --gpus devices)")
     _flag(p, "host", default="127.0.0.1")
     _flag(p, "port", type=int, default=8000)
     _flag(p, "prompt_template", default=None, help="force a template version (see --list-templates)")
@@ -177,12 +195,27 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     args = parser.parse_args(argv)
     if args.max_in_flight_per_endpoint is not None and args.max_in_flight_per_endpoint < 1:
         parser.error("--max-in-flight-per-endpoint must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        parser.error("--workers needs SO_REUSEPORT (Linux, BSD, macOS); run one worker per port instead")
+    endpoints, replicas = _replica_endpoints(parser, args, _endpoints(parser, args))
+    dns = tuple(dict.fromkeys(args.endpoint_dns or ()))
+    for name in dns:
+        try:
+            parse_dns_url(name)
+        except ValueError as exc:
+            parser.error(f"--endpoint-dns: {exc}")
+    if dns and (args.emulator or replicas > 1):
+        parser.error("--endpoint-dns finds TGI that runs elsewhere: it cannot be combined with --emulator or --replicas")
+    if dns and not args.endpoint and not args.endpoints_file:
+        endpoints = ()  # only the discovered ones, not the default 127.0.0.1:8080
     keys = list(args.api_key or [])
     env_keys = os.environ.get("FUNCTIONARY_API_KEYS", "")
     keys += [k.strip() for k in env_keys.split(",") if k.strip()]
     return Settings(
         model=args.model,
-        endpoints=_endpoints(parser, args),
+        endpoints=endpoints,
         host=args.host,
         port=args.port,
         prompt_template=args.prompt_template,
@@ -214,20 +247,51 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         health_interval=args.health_interval,
         eject_after=args.eject_after,
         log_format=args.log_format,
+        workers=args.workers,
+        replicas=replicas,
+        gpus_per_replica=args.gpus_per_replica,
+        endpoint_dns=dns,
+        dns_interval=args.dns_interval,
     )
+
+
+def _replica_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                       endpoints: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    """``--replicas`` / ``--gpus-per-replica``: the replicas' endpoints (consecutive ports from the first
+    ``--endpoint``'s) and their count; one group is a plain launch on those GPUs."""
+    if args.replicas is None and args.gpus_per_replica is None:
+        return endpoints, 1
+    from tgi.launch.replicas import replica_endpoints, replica_groups
+
+    if len(endpoints) != 1 or args.no_launch or args.emulator:
+        parser.error("--replicas and --gpus-per-replica launch TGI: give one --endpoint (the first replica's "
+                     "address), and neither --no-launch nor --emulator")
+    try:
+        groups = replica_groups(args.gpus, replicas=args.replicas, gpus_per_replica=args.gpus_per_replica)
+        if len(groups) == 1:
+            args.gpus = groups[0]
+        return replica_endpoints(endpoints[0], len(groups)), len(groups)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 # ---------------------------------------------------------------------------------------------
 # The app
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, worker=None) -> FastAPI:
+    """``worker``: this process's :class:`tgi.api.workers.WorkerSlot` under ``--workers`` (None: the only one)."""
     from tgi.api.runtime import open_runtime  # the TGI side: tokenizer, template, pool, launcher
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with AsyncExitStack() as stack:
-            app.state.runtime = await stack.enter_async_context(open_runtime(settings))
+            app.state.runtime = runtime = await stack.enter_async_context(open_runtime(settings))
+            if worker is not None:  # the other workers read this one's figures for /metrics
+                from tgi.ops.siblings import serve_snapshots
+
+                await stack.enter_async_context(serve_snapshots(
+                    worker.directory, worker.index, lambda: app.state.metrics.snapshot(runtime.pool.stats())))
             yield
 
     from tgi.ops.metrics import Metrics
@@ -235,6 +299,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Functionary TGI gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.worker = worker
     _install_error_handlers(app)
     _install_routes(app, settings)
     if settings.cors_origins:
@@ -244,7 +309,7 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["*"], expose_headers=["x-request-id"],
         )
-    return RequestContextMiddleware(app, app.state.metrics)  # type: ignore[return-value]
+    return RequestContextMiddleware(app, app.state.metrics, worker=worker)  # type: ignore[return-value]
 
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
@@ -256,9 +321,12 @@ class RequestContextMiddleware:
     otherwise a new one) is returned on every response. Each request under ``/v1/`` ends with one log line
     and its ``/metrics`` counters. Plain ASGI: no per-request task or body buffering on the hot path."""
 
-    def __init__(self, app: FastAPI, metrics) -> None:
+    def __init__(self, app: FastAPI, metrics, *, worker=None) -> None:
         self.app = app
         self.metrics = metrics
+        # under --workers: which process answered, for operators matching a response to a worker's log lines
+        self.worker = None if worker is None else worker.index
+        self._extra = [] if worker is None else [(b"x-gateway-worker", str(worker.index).encode())]
 
     def __getattr__(self, name):  # ``app.state`` and friends stay reachable for tests
         return getattr(self.app, name)
@@ -283,7 +351,7 @@ class RequestContextMiddleware:
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw)]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw), *self._extra]
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 record.finished = True
             await send(message)
@@ -304,7 +372,10 @@ class RequestContextMiddleware:
         now = time.perf_counter()
         self.metrics.finish(record, now)
         level = logging.WARNING if (record.status or 500) >= 500 else logging.INFO
-        access_log.log(level, "request", extra={"fields": record.fields(now)})
+        fields = record.fields(now)
+        if self.worker is not None:
+            fields["worker"] = self.worker
+        access_log.log(level, "request", extra={"fields": fields})
 
 
 def _error_response(exc: GatewayError) -> JSONResponse:
@@ -486,13 +557,24 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request):
-        text = request.app.state.metrics.render(request.app.state.runtime.pool.stats())
+        state = request.app.state
+        if state.worker is None:
+            text = state.metrics.render(state.runtime.pool.stats())
+        else:  # the sum over the workers (tgi/ops/siblings.py)
+            from tgi.ops.metrics import render_merged
+            from tgi.ops.siblings import gather_snapshots
+
+            own = state.metrics.snapshot(state.runtime.pool.stats())
+            text = render_merged(await gather_snapshots(state.worker.directory, state.worker.index, own))
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/health")
     async def health(request: Request):
         runtime = request.app.state.runtime
         status = await runtime.health()
+        worker = request.app.state.worker
+        if worker is not None:  # this worker's pool: each worker checks the endpoints on its own
+            status["gateway"].update(worker=worker.index, workers=worker.count, pid=os.getpid())
         code = 200 if status["tgi"]["healthy"] else 503
         return JSONResponse({"status": "ok" if code == 200 else "degraded", **status}, status_code=code)
 
@@ -521,15 +603,23 @@ class _StartupFailure(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = settings_from_args(argv)
+    from tgi.api import workers
+
+    if os.environ.get(workers.WORKER_ENV) is not None:  # a worker of a --workers gateway: settings on stdin
+        settings = workers.decode_settings(Settings, sys.stdin.read())
+        slot = workers.worker_slot(settings)
+    else:
+        settings, slot = settings_from_args(argv), None
     from tgi.ops.logs import configure_logging, secrets_from_env
 
     configure_logging(level=settings.log_level, fmt=settings.log_format,
                       secrets=(*settings.api_keys, *secrets_from_env()))
+    if settings.workers > 1 and slot is None:
+        return workers.supervise(settings, command=[sys.executable, str(Path(__file__).resolve())])
     import uvicorn
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, worker=slot)
     except GatewayError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -542,7 +632,10 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=65,
     )
     server = uvicorn.Server(config)
-    server.run()
+    if slot is None:
+        server.run()
+    else:
+        server.run(sockets=[workers.bind_port(settings.host, settings.port)])
     # uvicorn swallows a failed lifespan start-up (it logs it): report it as a failed run
     return 0 if getattr(server, "started", False) else 1
 

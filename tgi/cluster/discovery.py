@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger("gateway.discovery")
 
-__all__ = ["DnsDiscovery", "Resolve", "parse_dns_url", "resolve_addresses", "urls_for"]
+__all__ = ["DnsDiscovery", "Resolve", "lookup_urls", "parse_dns_url", "resolve_addresses", "urls_for"]
 
 # (host, port) -> the addresses the name resolves to now
 Resolve = Callable[[str, int], Awaitable[list[str]]]
@@ -44,6 +44,16 @@ def parse_dns_url(url: str) -> tuple[str, str, int]:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
         raise ValueError(f"not a DNS endpoint: {url!r} (expected http://NAME:PORT)")
     return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+async def lookup_urls(url: str, *, resolve: Resolve = resolve_addresses) -> list[str]:
+    """The endpoint URLs ``http://NAME:PORT`` stands for now; [] when the lookup fails."""
+    scheme, host, port = parse_dns_url(url)
+    try:
+        return urls_for(scheme, port, await resolve(host, port))
+    except (OSError, UnicodeError) as exc:
+        log.warning("DNS lookup of %s failed: %s", host, exc)
+        return []
 
 
 def urls_for(scheme: str, port: int, addresses: Iterable[str]) -> list[str]:
