@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from openai import OpenAI
 
 from server_tgi import settings_from_args
 from tests.server.gateway_proc import start_gateway
+from tgi.launch.launcher import LaunchSpec
 from tgi.launch.replicas import replica_groups
 
 USER = [{"role": "user", "content": "Weather in Istanbul?"}]
@@ -112,6 +114,9 @@ def test_replica_flags() -> None:
     assert replica_groups("4", replicas=None, gpus_per_replica=None) == ["0", "1", "2", "3"]
     assert replica_groups("none", replicas=3, gpus_per_replica=None) == ["none"] * 3
     assert replica_groups("device=0,1,2,3", replicas=2, gpus_per_replica=None) == ["0,1", "2,3"]
+    spec = LaunchSpec(model="m", model_dir=Path("/tmp/m"), gpus="2,3", host_port=8081)  # replica 1 of 2 x 2 GPUs
+    (request,) = spec.create_kwargs()["device_requests"]
+    assert request.device_ids == ["2", "3"] and spec.container_name() == "functionary-tgi-m-8081"
     for bad in (["--gpus", "all", "--gpus-per-replica", "2"], ["--gpus", "0,1,2", "--gpus-per-replica", "2"],
                 ["--replicas", "2", "--no-launch"], ["--replicas", "2", "--endpoint", "http://a:1", "--endpoint",
                                                      "http://b:1"], ["--replicas", "0"], ["--workers", "0"],
