@@ -246,7 +246,7 @@ async def run_emulator(endpoint: str, *, model_id: str) -> AsyncIterator[None]:
         sys.executable, "-m", "tgi.emulator", "--model-id", model_id, "--hostname", url.hostname,
         "--port", str(url.port or 80), "--demo",
     ]
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(Path(__file__).resolve().parents[1]))
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(Path(__file__).resolve().parents[2]))
     log.warning("=" * 72)
     log.warning("EMULATOR MODE: answers come from the bundled TGI emulator, not from a model")
     log.warning("=" * 72)
