@@ -39,7 +39,7 @@ IMAGE_REPO = "functionary-tgi-emulator"
 BASE_REPO = "functionary-tgi-emulator-base"
 TEST_LABEL = "functionary.test"  # every image and container the test suite creates carries it
 EMULATOR_HASH_LABEL = "functionary.emulator-sha256"
-DEFAULT_EMULATOR = Path(__file__).with_name("emulator.py")
+DEFAULT_EMULATOR = Path(__file__).resolve().parents[1] / "emulator.py"  # tgi/emulator.py
 
 # What python3 needs to run a standard-library server, plus dash for the entrypoint scripts.
 ROOT_PACKAGES = ("python3-minimal", "libpython3.11-stdlib", "dash")
