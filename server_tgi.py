@@ -286,7 +286,8 @@ def create_app(settings: Settings, *, worker=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with AsyncExitStack() as stack:
-            app.state.runtime = runtime = await stack.enter_async_context(open_runtime(settings))
+            app.state.runtime = runtime = await stack.enter_async_context(
+                open_runtime(settings, start_backends_here=worker is None))
             if worker is not None:  # the other workers read this one's figures for /metrics
                 from tgi.ops.siblings import serve_snapshots
 

@@ -128,14 +128,15 @@ async def _answers(client: TGIClient) -> bool:
 
 
 @asynccontextmanager
-async def open_runtime(settings) -> AsyncIterator[Runtime]:
+async def open_runtime(settings, *, start_backends_here: bool = True) -> AsyncIterator[Runtime]:
+    """``start_backends_here=False``: a ``--workers`` worker, whose supervisor started the backends."""
     async with AsyncExitStack() as stack:
         model_dir = await _tokenizer_dir(settings)
         version = detect_template(model_dir=model_dir, model_id=settings.model, override=settings.prompt_template)
         template = get_template(version)
         log.info("prompt template %s for %s", version, settings.model)
 
-        launched = await stack.enter_async_context(start_backends(settings))
+        launched = start_backends_here and await stack.enter_async_context(start_backends(settings))
         discovered = await _discover(settings)
         urls = list(dict.fromkeys([*settings.endpoints, *(u for found in discovered.values() for u in found)]))
         if not urls:

@@ -119,7 +119,7 @@ async def _supervise(settings, command: list[str], directory: str) -> int:
     from tgi.api.runtime import start_backends
 
     async with start_backends(settings):
-        body = encode_settings(dataclasses.replace(settings, no_launch=True, emulator=False)).encode()
+        body = encode_settings(dataclasses.replace(settings, no_launch=True)).encode()  # attach, never launch
         env = {**os.environ, WORKER_DIR_ENV: directory}
 
         async def spawn(index: int) -> asyncio.subprocess.Process:
