@@ -125,3 +125,19 @@ def test_replica_flags() -> None:
             settings_from_args(["--model", "m", *bad])
     s = settings_from_args(["--model", "m", "--endpoint-dns", "http://tgi.ns.svc:80", "--workers", "3"])
     assert s.endpoints == () and s.endpoint_dns == ("http://tgi.ns.svc:80",) and s.workers == 3
+
+
+def test_emulator_mode_with_workers_starts_one_emulator(model_dirs) -> None:
+    from tests.tgi.emulator_proc import free_port
+
+    tgi = f"http://127.0.0.1:{free_port()}"
+    args = ["--model", str(model_dirs("v3.llama3")), "--prompt-template", "v3.llama3", "--emulator",
+            "--endpoint", tgi, "--workers", "2", "--served-model-name", "functionary"]
+    with start_gateway(args, timeout=60) as gw:
+        health = httpx.get(gw.base_url + "/health").json()
+        assert health["gateway"]["backend"].startswith("tgi-emulator") and health["gateway"]["workers"] == 2
+        assert ask(gw)[1]
+        assert gw.logs().count("EMULATOR MODE") == 1  # the supervisor's, not one per worker
+        assert gw.stop() == 0
+    with pytest.raises(httpx.TransportError):  # stopped with the gateway
+        httpx.get(tgi + "/health")
