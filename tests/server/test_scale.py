@@ -141,3 +141,11 @@ def test_emulator_mode_with_workers_starts_one_emulator(model_dirs) -> None:
         assert gw.stop() == 0
     with pytest.raises(httpx.TransportError):  # stopped with the gateway
         httpx.get(tgi + "/health")
+
+
+def test_a_port_in_use_fails_at_once(model_dirs, emulator) -> None:
+    from tgi.api.workers import bind_port
+
+    with start_gateway(args_for(model_dirs, "--endpoint", emulator.base_url, "--workers", "2")) as first:
+        with pytest.raises(OSError):  # not even a second gateway with SO_REUSEPORT may share the port
+            bind_port("127.0.0.1", first.port, first=True)

@@ -81,10 +81,15 @@ def decode_settings(cls, text: str):
     return cls(**data)
 
 
-def bind_port(host: str, port: int) -> socket.socket:
+def bind_port(host: str, port: int, *, first: bool = False) -> socket.socket:
     """A TCP socket bound to ``host:port`` with SO_REUSEPORT, not yet listening (uvicorn listens on it after the
-    lifespan start-up)."""
+    lifespan start-up). ``first`` (the supervisor): fail when anything holds the port already, even another
+    gateway with SO_REUSEPORT, which would otherwise silently share the port with this one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if first:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -100,7 +105,7 @@ def bind_port(host: str, port: int) -> socket.socket:
 def supervise(settings, *, command: list[str]) -> int:
     """Runs the gateway as ``settings.workers`` processes of ``command``; returns the exit code."""
     try:
-        reserved = bind_port(settings.host, settings.port)
+        reserved = bind_port(settings.host, settings.port, first=True)
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
         return 1
