@@ -125,3 +125,28 @@ def test_urls_and_their_validation() -> None:
     for bad in ("tgi.ns.svc:80", "http://tgi/generate", "ftp://tgi", "http://:80"):
         with pytest.raises(ValueError):
             parse_dns_url(bad)
+
+
+async def test_the_background_task_follows_dns() -> None:
+    import asyncio
+
+    port = free_port()
+    with emulator_at("127.0.0.2", port) as a, emulator_at("127.0.0.3", port) as b:
+        answers = Answers("127.0.0.2")
+        async with AsyncExitStack() as stack:
+            first = await stack.enter_async_context(TGIClient(a.base_url, connect_timeout=1.0))
+            pool = await stack.enter_async_context(EndpointPool([first], health_interval=0))
+            await stack.enter_async_context(DnsDiscovery(
+                pool, f"http://tgi:{port}", interval=0.05, resolve=answers, initial=[a.base_url]))
+            answers.addresses = ["127.0.0.2", "127.0.0.3"]
+            for _ in range(200):  # a few rounds of 0.05 s; bounded, not timed
+                if len(pool.endpoints) == 2 and all(s.admitted for s in pool.stats()):
+                    break
+                await asyncio.sleep(0.05)
+            assert sorted(pool.endpoints) == sorted([a.base_url, b.base_url])
+            answers.addresses = ["127.0.0.3"]
+            for _ in range(200):
+                if pool.endpoints == [b.base_url]:
+                    break
+                await asyncio.sleep(0.05)
+            assert pool.endpoints == [b.base_url]
