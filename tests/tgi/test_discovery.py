@@ -5,6 +5,7 @@ each hold an emulator on the same port, as the pods behind a headless Service do
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from contextlib import AsyncExitStack, aclosing
@@ -128,8 +129,6 @@ def test_urls_and_their_validation() -> None:
 
 
 async def test_the_background_task_follows_dns() -> None:
-    import asyncio
-
     port = free_port()
     with emulator_at("127.0.0.2", port) as a, emulator_at("127.0.0.3", port) as b:
         answers = Answers("127.0.0.2")
@@ -150,3 +149,26 @@ async def test_the_background_task_follows_dns() -> None:
                     break
                 await asyncio.sleep(0.05)
             assert pool.endpoints == [b.base_url]
+
+
+async def test_a_removed_endpoint_is_closed_after_its_last_generation() -> None:
+    port = free_port()
+    with emulator_at("127.0.0.2", port) as a, emulator_at("127.0.0.3", port) as b:
+        async with AsyncExitStack() as stack:
+            first = await stack.enter_async_context(TGIClient(b.base_url, connect_timeout=1.0))
+            pool = await stack.enter_async_context(EndpointPool([first], health_interval=0, eject_after=1))
+            assert await pool.add_endpoint(a.base_url) and not await pool.add_endpoint(a.base_url)
+            b.faults(unhealthy=True)
+            await pool.check_once()  # b ejected: the next generation runs on a, over a client the pool opened
+            a.script([{"tokens": [{"text": "Slow"}, *[{"text": " word", "delay_s": 0.05}] * 6, EOT]}])
+            async with aclosing(pool.generate_stream(BODY)) as running:
+                head = await anext(running)
+                assert await pool.remove_endpoint(a.base_url) and pool.endpoints == [b.base_url]
+                assert (await asyncio.to_thread(a.state))["connections"] == 2  # the stream's and this query's
+                assert head.token.text + await text_of(running) == "Slow" + " word" * 6
+            for _ in range(100):  # the pool closes a's client in a task of its own: let the loop run it
+                state = await asyncio.to_thread(a.state)
+                if state["connections"] == 1:
+                    break
+                await asyncio.sleep(0.02)
+            assert state["connections"] == 1 and state["completed"] == 1  # only this query's connection is left
