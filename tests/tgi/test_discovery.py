@@ -163,8 +163,9 @@ async def test_a_removed_endpoint_is_closed_after_its_last_generation() -> None:
             a.script([{"tokens": [{"text": "Slow"}, *[{"text": " word", "delay_s": 0.05}] * 6, EOT]}])
             async with aclosing(pool.generate_stream(BODY)) as running:
                 head = await anext(running)
+                await pool.health()  # a second connection to a, idle in its client's pool afterwards
                 assert await pool.remove_endpoint(a.base_url) and pool.endpoints == [b.base_url]
-                assert (await asyncio.to_thread(a.state))["connections"] == 2  # the stream's and this query's
+                assert (await asyncio.to_thread(a.state))["connections"] == 3  # stream, idle one, this query
                 assert head.token.text + await text_of(running) == "Slow" + " word" * 6
             for _ in range(100):  # the pool closes a's client in a task of its own: let the loop run it
                 state = await asyncio.to_thread(a.state)
