@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 from functionary.errors import GatewayError
 from tgi.api.app import create_app
 from tgi.api.settings import DEFAULT_SAVE_FOLDER, Settings
+from tgi.cluster.discovery import parse_dns_url
 
 __all__ = ["Settings", "build_parser", "create_app", "main", "settings_from_args"]
 
@@ -50,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
           help="seconds a request waits for a free endpoint slot before a 429")
     _flag(p, "health_interval", type=float, default=5.0, help="seconds between endpoint health checks (0 = off)")
     _flag(p, "eject_after", type=int, default=2, help="consecutive failures that take an endpoint out")
+    _flag(p, "endpoint_dns", action="append", default=None,
+          help="http://NAME:PORT whose DNS name resolves to many TGI addresses (a Kubernetes headless Service); "
+               "re-resolved every --dns-interval seconds, addresses joining and leaving the pool (repeatable)")
+    _flag(p, "dns_interval", type=float, default=10.0, help="seconds between --endpoint-dns lookups (0 = once)")
+    _flag(p, "workers", type=int, default=1,
+          help="gateway processes serving the one port (SO_REUSEPORT); about one per CPU core (docs/deploy.md)")
+    _flag(p, "replicas", type=int, default=None,
+          help="launch this many TGI containers, one per GPU group, on the ports from the first --endpoint's on")
+    _flag(p, "gpus_per_replica", type=int, default=None,
+          help="GPUs of each launched replica (groups of consecutive --gpus devices)")
     _flag(p, "host", default="127.0.0.1")
     _flag(p, "port", type=int, default=8000)
     _flag(p, "prompt_template", default=None, help="force a template version (see --list-templates)")
@@ -114,6 +126,21 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     args = parser.parse_args(argv)
     if args.max_in_flight_per_endpoint is not None and args.max_in_flight_per_endpoint < 1:
         parser.error("--max-in-flight-per-endpoint must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        parser.error("--workers needs SO_REUSEPORT (Linux, BSD, macOS); run one worker per port instead")
+    endpoints, replicas = _replica_endpoints(parser, args, _endpoints(parser, args))
+    dns = tuple(dict.fromkeys(args.endpoint_dns or ()))
+    for name in dns:
+        try:
+            parse_dns_url(name)
+        except ValueError as exc:
+            parser.error(f"--endpoint-dns: {exc}")
+    if dns and (args.emulator or replicas > 1):
+        parser.error("--endpoint-dns finds TGI that runs elsewhere: it cannot be combined with --emulator or --replicas")
+    if dns and not args.endpoint and not args.endpoints_file:
+        endpoints = ()  # only the discovered ones, not the default 127.0.0.1:8080
     keys = list(args.api_key or [])
     env_keys = os.environ.get("FUNCTIONARY_API_KEYS", "")
     keys += [k.strip() for k in env_keys.split(",") if k.strip()]
@@ -121,15 +148,38 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
             "startup_timeout", "remote_model_save_folder", "no_launch", "emulator", "revision", "tgi_image", "gpus",
             "shm_size", "num_shard", "quantize", "dtype", "keep_container", "replace", "max_body_bytes", "max_top_n_tokens",
             "grammar",
-            "log_level", "max_in_flight_per_endpoint", "queue_timeout", "health_interval", "eject_after", "log_format")
+            "log_level", "max_in_flight_per_endpoint", "queue_timeout", "health_interval", "eject_after", "log_format",
+            "workers", "gpus_per_replica", "dns_interval")
     return Settings(
         **{name: getattr(args, name) for name in same},
-        endpoints=_endpoints(parser, args),
+        endpoints=endpoints,
+        replicas=replicas,
+        endpoint_dns=dns,
         api_keys=tuple(keys),
         launcher_args=tuple(args.launcher_arg or ()),
         request_timeout=args.request_timeout or None,
         cors_origins=tuple(args.cors_origin or ()),
     )
+
+
+def _replica_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                       endpoints: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    """``--replicas`` / ``--gpus-per-replica``: the replicas' endpoints (consecutive ports from the first
+    ``--endpoint``'s) and their count; one group is a plain launch on those GPUs."""
+    if args.replicas is None and args.gpus_per_replica is None:
+        return endpoints, 1
+    from tgi.launch.replicas import replica_endpoints, replica_groups
+
+    if len(endpoints) != 1 or args.no_launch or args.emulator:
+        parser.error("--replicas and --gpus-per-replica launch TGI: give one --endpoint (the first replica's "
+                     "address), and neither --no-launch nor --emulator")
+    try:
+        groups = replica_groups(args.gpus, replicas=args.replicas, gpus_per_replica=args.gpus_per_replica)
+        if len(groups) == 1:
+            args.gpus = groups[0]
+        return replica_endpoints(endpoints[0], len(groups)), len(groups)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 class _StartupFailure(logging.Filter):
@@ -153,15 +203,23 @@ class _StartupFailure(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = settings_from_args(argv)
+    from tgi.api import workers
+
+    if os.environ.get(workers.WORKER_ENV) is not None:  # a worker of a --workers gateway: settings on stdin
+        settings = workers.decode_settings(Settings, sys.stdin.read())
+        slot = workers.worker_slot(settings)
+    else:
+        settings, slot = settings_from_args(argv), None
     from tgi.ops.logs import configure_logging, secrets_from_env
 
     configure_logging(level=settings.log_level, fmt=settings.log_format,
                       secrets=(*settings.api_keys, *secrets_from_env()))
+    if settings.workers > 1 and slot is None:
+        return workers.supervise(settings, command=[sys.executable, str(Path(__file__).resolve())])
     import uvicorn
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, worker=slot)
     except GatewayError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -174,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=65,
     )
     server = uvicorn.Server(config)
-    server.run()
+    if slot is None:
+        server.run()
+    else:
+        server.run(sockets=[workers.bind_port(settings.host, settings.port)])
     # uvicorn swallows a failed lifespan start-up (it logs it): report it as a failed run
     return 0 if getattr(server, "started", False) else 1
 

@@ -223,6 +223,16 @@ def markdown(r: dict) -> str:
         lines += _clients(cl)
     for w in r.get("warnings", []):
         lines.append(f"- warning: {w}")
+    wk = r.get("workers")
+    if wk:
+        lines += [f"## Throughput by worker count (`--workers`, `bench/workers.py`; tool call, non-stream, "
+                  f"c={wk['concurrency']}, unpinned)", ""]
+        lines += _table(["workers", "req/s (median)", "rounds", "gateway CPU ms / request", "errors"],
+                        [[row["workers"], f"{row['rps']:.0f}", ", ".join(f"{v:.0f}" for v in row["rounds"]),
+                          f"{row['cpu_ms']:.2f}", row["errors"]] for row in wk["rows"]])
+        lines += ["", f"{wk['cores']} CPUs, load average {_load(wk['load'])}. Each count runs a new gateway over "
+                  "one emulator, counts interleaved; CPU is the supervisor's and the workers' together. More workers "
+                  "help only as far as free cores remain beside the emulator and the load generator.", ""]
     lines += ["", "![results](results.png)", ""]
     return "\n".join(lines)
 

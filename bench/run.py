@@ -37,7 +37,7 @@ DIRECT_MARK = re.compile(rb'"token"')
 GATEWAY_MARK = re.compile(rb'"(?:tool_calls|content":"[^"])')
 
 
-ALL_PHASES = "check,latency,throughput,tokens,grammar,soak,inproc,clients"
+ALL_PHASES = "check,latency,throughput,tokens,grammar,soak,inproc,clients,workers"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -419,6 +419,11 @@ def main(argv=None) -> int:
 
         print("in-process pipeline costs", flush=True)
         results["inproc"] = inproc.measure(quick=args.quick)
+    if "workers" in args.phases:
+        from bench import workers
+
+        print("throughput by --workers count", flush=True)
+        results["workers"] = workers.measure(seconds=2.0 if args.quick else 6.0, rounds=1 if args.quick else 3)
     if not args.no_clients and "clients" in args.phases:
         from bench import clients
 

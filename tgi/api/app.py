@@ -16,19 +16,27 @@ from tgi.ops.metrics import Metrics
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, worker=None) -> FastAPI:
+    """``worker``: this process's :class:`tgi.api.workers.WorkerSlot` under ``--workers`` (None: the only one)."""
     from tgi.api.runtime import open_runtime  # the TGI side: tokenizer, template, pool, launcher
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with AsyncExitStack() as stack:
-            app.state.runtime = await stack.enter_async_context(open_runtime(settings))
+            app.state.runtime = runtime = await stack.enter_async_context(
+                open_runtime(settings, start_backends_here=worker is None))
+            if worker is not None:  # the other workers read this one's figures for /metrics
+                from tgi.ops.siblings import serve_snapshots
+
+                await stack.enter_async_context(serve_snapshots(
+                    worker.directory, worker.index, lambda: app.state.metrics.snapshot(runtime.pool.stats())))
             yield
 
 
     app = FastAPI(title="Functionary TGI gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.worker = worker
     install_error_handlers(app)
     install_routes(app, settings)
     if settings.cors_origins:
@@ -38,4 +46,4 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["*"], expose_headers=["x-request-id"],
         )
-    return RequestContextMiddleware(app, app.state.metrics)  # type: ignore[return-value]
+    return RequestContextMiddleware(app, app.state.metrics, worker=worker)  # type: ignore[return-value]

@@ -21,9 +21,12 @@ class RequestContextMiddleware:
     otherwise a new one) is returned on every response. Each request under ``/v1/`` ends with one log line
     and its ``/metrics`` counters. Plain ASGI: no per-request task or body buffering on the hot path."""
 
-    def __init__(self, app, metrics) -> None:
+    def __init__(self, app, metrics, *, worker=None) -> None:
         self.app = app
         self.metrics = metrics
+        # under --workers: which process answered, for operators matching a response to a worker's log lines
+        self.worker = None if worker is None else worker.index
+        self._extra = [] if worker is None else [(b"x-gateway-worker", str(worker.index).encode())]
 
     def __getattr__(self, name):  # ``app.state`` and friends stay reachable for tests
         return getattr(self.app, name)
@@ -46,7 +49,7 @@ class RequestContextMiddleware:
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw)]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw), *self._extra]
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 record.finished = True
             await send(message)
@@ -67,4 +70,7 @@ class RequestContextMiddleware:
         now = time.perf_counter()
         self.metrics.finish(record, now)
         level = logging.WARNING if (record.status or 500) >= 500 else logging.INFO
-        access_log.log(level, "request", extra={"fields": record.fields(now)})
+        fields = record.fields(now)
+        if self.worker is not None:
+            fields["worker"] = self.worker
+        access_log.log(level, "request", extra={"fields": fields})

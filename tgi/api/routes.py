@@ -4,6 +4,7 @@ plans and hands the plan to the chat pipeline (``tgi.pipeline.chat``)."""
 from __future__ import annotations
 
 import logging
+import os
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -16,6 +17,8 @@ from tgi.api.disconnect import unless_disconnected
 from tgi.api.errors import request_id_of
 from tgi.api.responses import create as create_response
 from tgi.api.settings import Settings
+from tgi.ops.metrics import render_merged
+from tgi.ops.siblings import gather_snapshots
 from tgi.pipeline.chat import new_request_id
 
 __all__ = ["install_routes"]
@@ -76,12 +79,20 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request):
-        text = request.app.state.metrics.render(request.app.state.runtime.pool.stats())
+        state = request.app.state
+        if state.worker is None:
+            text = state.metrics.render(state.runtime.pool.stats())
+        else:  # the sum over the workers (tgi/ops/siblings.py)
+            own = state.metrics.snapshot(state.runtime.pool.stats())
+            text = render_merged(await gather_snapshots(state.worker.directory, state.worker.index, own))
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/health")
     async def health(request: Request):
         runtime = request.app.state.runtime
         status = await runtime.health()
+        worker = request.app.state.worker
+        if worker is not None:  # this worker's pool: each worker checks the endpoints on its own
+            status["gateway"].update(worker=worker.index, workers=worker.count, pid=os.getpid())
         code = 200 if status["tgi"]["healthy"] else 503
         return JSONResponse({"status": "ok" if code == 200 else "degraded", **status}, status_code=code)

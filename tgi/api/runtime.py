@@ -29,6 +29,7 @@ from tgi.protocol.client import TGIClient
 from tgi.pipeline.grammar import GrammarSupport
 from tgi.protocol.errors import UpstreamError
 from tgi.pipeline.params import Limits
+from tgi.cluster.discovery import DnsDiscovery, lookup_urls
 from tgi.cluster.pool import EndpointPool, same_model
 from tgi.pipeline.prompt_size import max_bytes_per_token
 from tgi.protocol.types import Info
@@ -148,28 +149,27 @@ async def _answers(client: TGIClient) -> bool:
 
 
 @asynccontextmanager
-async def open_runtime(settings) -> AsyncIterator[Runtime]:
+async def open_runtime(settings, *, start_backends_here: bool = True) -> AsyncIterator[Runtime]:
+    """``start_backends_here=False``: a ``--workers`` worker, whose supervisor started the backends."""
     async with AsyncExitStack() as stack:
         model_dir = await _tokenizer_dir(settings)
         version = detect_template(model_dir=model_dir, model_id=settings.model, override=settings.prompt_template)
         template = get_template(version)
         log.info("prompt template %s for %s", version, settings.model)
 
-        if settings.emulator:
-            await stack.enter_async_context(run_emulator(settings.endpoints[0], model_id=settings.model))
-        clients = [await stack.enter_async_context(TGIClient(url)) for url in settings.endpoints]
+        launched = start_backends_here and await stack.enter_async_context(start_backends(settings))
+        discovered = await _discover(settings)
+        urls = list(dict.fromkeys([*settings.endpoints, *(u for found in discovered.values() for u in found)]))
+        if not urls:
+            raise StartupError("no TGI endpoint: " + ", ".join(discovered) + " resolves to no address")
+        clients = [await stack.enter_async_context(TGIClient(url)) for url in urls]
         up = await _answering(clients)
-        if not up and not settings.no_launch and not settings.emulator:
-            from tgi.launch.launcher import launch_for_settings
-
-            await stack.enter_async_context(launch_for_settings(settings))
-            up = await _answering(clients)
         if not up:
-            patient = settings.no_launch or settings.emulator
+            patient = settings.no_launch or settings.emulator or launched or bool(discovered)
             up = await _wait_for_any(clients, settings.startup_timeout if patient else 5.0)
         if not up:
             raise StartupError(
-                "no TGI endpoint answers: " + ", ".join(settings.endpoints)
+                "no TGI endpoint answers: " + (", ".join(urls) or "(no address found)")
                 + ". Start TGI there, or let the gateway launch one (drop --no-launch)."
             )
 
@@ -181,6 +181,9 @@ async def open_runtime(settings) -> AsyncIterator[Runtime]:
             health_interval=getattr(settings, "health_interval", 5.0), eject_after=getattr(settings, "eject_after", 2),
             reference=reference, down=[c.base_url for c in clients if c not in up],
         ))
+        for name, found in discovered.items():
+            await stack.enter_async_context(DnsDiscovery(
+                pool, name, interval=getattr(settings, "dns_interval", 10.0), initial=found))
         grammar = await _grammar_support(settings.grammar, clients, up)
         counter = token_counter(model_dir)
         chat = ChatService(
@@ -209,6 +212,51 @@ async def _grammar_support(mode: str, clients: list[TGIClient], up: list[TGIClie
     if mode != "off":
         log.info("grammar %s: %s", mode, "in use" if support.active else "not in use (TGI refuses grammars)")
     return support
+
+
+@asynccontextmanager
+async def start_backends(settings) -> AsyncIterator[bool]:
+    """What the gateway starts besides itself, once per gateway (under ``--workers`` the supervisor does it,
+    before the workers start): the emulator (``--emulator``); one TGI container per GPU group (``--replicas``,
+    ``tgi/launch/replicas.py``); else one TGI container when no endpoint answers (unless ``--no-launch``).
+    Yields whether anything was started; everything started is stopped on exit."""
+    async with AsyncExitStack() as stack:
+        started = True
+        if settings.emulator:
+            await stack.enter_async_context(run_emulator(settings.endpoints[0], model_id=settings.model))
+        elif settings.no_launch or getattr(settings, "endpoint_dns", ()):
+            started = False
+        elif getattr(settings, "replicas", 1) > 1:
+            from tgi.launch.replicas import launch_replicas, replica_groups
+
+            groups = replica_groups(settings.gpus, replicas=settings.replicas,
+                                    gpus_per_replica=getattr(settings, "gpus_per_replica", None))
+            await stack.enter_async_context(launch_replicas(settings, groups=groups))
+        else:
+            async with AsyncExitStack() as probes:
+                clients = [await probes.enter_async_context(TGIClient(url)) for url in settings.endpoints]
+                started = not await _answering(clients)
+            if started:
+                from tgi.launch.launcher import launch_for_settings
+
+                await stack.enter_async_context(launch_for_settings(settings))
+        yield started
+
+
+async def _discover(settings) -> dict[str, list[str]]:
+    """``--endpoint-dns``: each name's endpoint URLs now; a name that resolves to nothing yet is looked up
+    again every second until ``--startup-timeout`` (a TGI StatefulSet may start after the gateway)."""
+    names = tuple(getattr(settings, "endpoint_dns", ()))
+    found: dict[str, list[str]] = {name: [] for name in names}
+    deadline = time.monotonic() + settings.startup_timeout
+    while names:
+        for name in names:
+            found[name] = await lookup_urls(name)
+        if any(found.values()) or time.monotonic() >= deadline:
+            break
+        log.info("waiting for %s to resolve", ", ".join(names))
+        await asyncio.sleep(1.0)
+    return found
 
 
 @asynccontextmanager

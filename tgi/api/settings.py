@@ -46,6 +46,12 @@ class Settings:
     health_interval: float = 5.0
     eject_after: int = 2
     log_format: str = "text"
+    # scale (docs/deploy.md)
+    workers: int = 1
+    replicas: int = 1
+    gpus_per_replica: int | None = None
+    endpoint_dns: tuple[str, ...] = ()
+    dns_interval: float = 10.0
     extra: dict = field(default_factory=dict)
 
     @property

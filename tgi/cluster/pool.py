@@ -21,6 +21,11 @@ shows that it still serves ``model_id`` (an endpoint that now serves another mod
 :meth:`EndpointPool.health`). Endpoints that did not answer at start-up start ejected and join the same way.
 When every endpoint is ejected, requests still go to the ones that were once admitted: a health check may lag
 behind a recovery, and a clear 503 after trying is better than refusing outright.
+
+Membership changes at run time (DNS discovery, ``tgi/cluster/discovery.py``): :meth:`EndpointPool.add_endpoint`
+opens a client that joins through the same admission (a health check, then the ``/info`` model check), so an
+endpoint that is not ready yet simply waits outside; :meth:`EndpointPool.remove_endpoint` takes one out of routing at
+once, while generations already running on it finish; its client is closed when the last one is done.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ __all__ = ["EndpointPool", "EndpointStats", "lost_endpoint", "same_model"]
 _TRANSPORT_CODES = frozenset({"incomplete_generation_stream", "upstream_timeout"})
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared and hashed by identity: a retry's "tried" set holds them
 class _Endpoint:
     client: TGIClient
     in_flight: int = 0
@@ -56,6 +61,8 @@ class _Endpoint:
     attempts: int = 0
     retried: int = 0  # generations that failed here before their first token and moved on
     ejections: int = 0
+    owned: bool = False  # opened by the pool (add_endpoint): closed by it
+    removed: bool = False  # out of the pool; in-flight generations still finish on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,8 @@ class EndpointPool:
         self._reference = reference
         self._waiters: deque[asyncio.Future] = deque()
         self._task: asyncio.Task | None = None
+        self._closing: set[asyncio.Task] = set()
+        self._draining: list[_Endpoint] = []  # removed, generations still running on them
 
     async def __aenter__(self) -> EndpointPool:
         if self._health_interval > 0:
@@ -116,6 +125,50 @@ class EndpointPool:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        owned = [e.client for e in (*self._endpoints, *self._draining) if e.owned]
+        self._draining.clear()
+        await asyncio.gather(*(c.aclose() for c in owned), *self._closing, return_exceptions=True)
+
+    # -- membership -----------------------------------------------------------------------------
+
+    async def add_endpoint(self, url: str) -> bool:
+        """Opens a client for ``url``, which joins like an ejected endpoint: admitted on a good health check
+        (one is made now) once its ``/info`` shows the pool's model. False when it is already a member."""
+        url = url.rstrip("/")
+        if url in self.endpoints:
+            return False
+        endpoint = _Endpoint(TGIClient(url), admitted=False, verified=False, owned=True)
+        self._endpoints = [*self._endpoints, endpoint]  # a new list: a loop over the old one is not disturbed
+        log.info("endpoint %s joins the pool (admitted after a good health check)", url)
+        if await endpoint.client.health() and not endpoint.removed:
+            await self._readmit(endpoint)
+        return True
+
+    async def remove_endpoint(self, url: str) -> bool:
+        """Takes ``url`` out of routing now; generations running on it finish, and a client the pool opened is
+        closed after the last one. False when it is not a member."""
+        url = url.rstrip("/")
+        endpoint = next((e for e in self._endpoints if e.client.base_url == url), None)
+        if endpoint is None:
+            return False
+        self._endpoints = [e for e in self._endpoints if e is not endpoint]
+        endpoint.removed, endpoint.admitted = True, False
+        log.info("endpoint %s leaves the pool (%d generations in flight finish there)", url, endpoint.in_flight)
+        if endpoint.in_flight:
+            self._draining.append(endpoint)
+        else:
+            await self._close(endpoint)
+        return True
+
+    async def _close(self, endpoint: _Endpoint) -> None:
+        if endpoint.owned:
+            await endpoint.client.aclose()
+
+    def _close_later(self, endpoint: _Endpoint) -> None:
+        self._draining.remove(endpoint)
+        task = asyncio.get_running_loop().create_task(self._close(endpoint))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -135,9 +188,10 @@ class EndpointPool:
 
     async def health(self) -> list[dict]:
         """A live ``/health`` probe of every endpoint plus the pool's view of it."""
-        results = await asyncio.gather(*(e.client.health() for e in self._endpoints), return_exceptions=True)
+        endpoints = self._endpoints
+        results = await asyncio.gather(*(e.client.health() for e in endpoints), return_exceptions=True)
         out = []
-        for e, r in zip(self._endpoints, results):
+        for e, r in zip(endpoints, results):
             state = {"url": e.client.base_url, "healthy": r is True, "admitted": e.admitted, "in_flight": e.in_flight}
             if e.serves is not None:
                 state["serves_other_model"] = e.serves
@@ -146,19 +200,18 @@ class EndpointPool:
 
     # -- routing --------------------------------------------------------------------------------
 
-    def _choose(self, tried: set[int]) -> tuple[int | None, bool]:
-        """(index of the endpoint to use, or None; whether waiting for a free slot could help)."""
-        candidates = [i for i, e in enumerate(self._endpoints) if i not in tried and e.admitted]
+    def _choose(self, tried: set[_Endpoint]) -> tuple[_Endpoint | None, bool]:
+        """(the endpoint to use, or None; whether waiting for a free slot could help)."""
+        candidates = [e for e in self._endpoints if e not in tried and e.admitted]
         if not candidates:  # all ejected: the ones once admitted, as a last resort
-            candidates = [i for i, e in enumerate(self._endpoints)
-                          if i not in tried and e.verified and e.serves is None]
+            candidates = [e for e in self._endpoints if e not in tried and e.verified and e.serves is None]
         if not candidates:
             return None, False
         limit = self._max_in_flight
-        best: list[int] = []
+        best: list[_Endpoint] = []
         best_load = None
         for i in candidates:
-            load = self._endpoints[i].in_flight
+            load = i.in_flight
             if limit is not None and load >= limit:
                 continue
             if best_load is None or load < best_load:
@@ -169,13 +222,12 @@ class EndpointPool:
             return None, True
         return (best[0] if len(best) == 1 else random.choice(best)), False
 
-    async def _acquire(self, tried: set[int]) -> _Endpoint | None:
+    async def _acquire(self, tried: set[_Endpoint]) -> _Endpoint | None:
         deadline: float | None = None
         while True:
-            i, full = self._choose(tried)
-            if i is not None:
-                tried.add(i)
-                endpoint = self._endpoints[i]
+            endpoint, full = self._choose(tried)
+            if endpoint is not None:
+                tried.add(endpoint)
                 endpoint.in_flight += 1
                 endpoint.attempts += 1
                 return endpoint
@@ -201,6 +253,8 @@ class EndpointPool:
 
     def _release(self, endpoint: _Endpoint) -> None:
         endpoint.in_flight -= 1
+        if endpoint.removed and not endpoint.in_flight and endpoint in self._draining:
+            self._close_later(endpoint)
         self._wake()
 
     def _wake(self) -> None:
@@ -264,12 +318,12 @@ class EndpointPool:
                 yield event
             return
 
-    def _lost_by(self, record) -> set[int]:
+    def _lost_by(self, record) -> set[_Endpoint]:
         """The endpoints this request already lost mid-generation, unless that is all of them."""
         urls = getattr(record, "lost", None)
         if not urls:
             return set()
-        lost = {i for i, e in enumerate(self._endpoints) if e.client.base_url in urls}
+        lost = {e for e in self._endpoints if e.client.base_url in urls}
         return lost if len(lost) < len(self._endpoints) else set()
 
     # -- health ---------------------------------------------------------------------------------
@@ -296,6 +350,8 @@ class EndpointPool:
                               info.model_id, self._reference.model_id)
                 endpoint.serves = info.model_id
                 return
+        if endpoint.removed:  # left the pool while its /info was read
+            return
         endpoint.serves = None
         endpoint.admitted = endpoint.verified = True
         endpoint.failures = 0
@@ -305,8 +361,11 @@ class EndpointPool:
 
     async def check_once(self) -> None:
         """One round of health checks (the background task runs this every ``health_interval`` seconds)."""
-        results = await asyncio.gather(*(e.client.health() for e in self._endpoints), return_exceptions=True)
-        for e, ok in zip(self._endpoints, results):
+        endpoints = self._endpoints
+        results = await asyncio.gather(*(e.client.health() for e in endpoints), return_exceptions=True)
+        for e, ok in zip(endpoints, results):
+            if e.removed:
+                continue
             if ok is not True:
                 self._failed(e)
             elif e.admitted:

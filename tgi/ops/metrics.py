@@ -10,6 +10,11 @@ no locks (everything runs on the one event loop thread).
 rather than with ``prometheus_client``: a dozen series do not need a dependency whose counters take a lock on
 every increment, and the format is short (https://prometheus.io/docs/instrumenting/exposition_formats/).
 Per-endpoint series (in flight, admitted, attempts, retries, ejections) are read from the pool at scrape time.
+
+Under ``--workers N`` every worker keeps its own counters and pool; the worker that gets a scrape asks the
+others for a :meth:`Metrics.snapshot` (``tgi/ops/siblings.py``) and renders :func:`render_merged`: counters,
+histograms and in-flight gauges are sums over the workers, ``functionary_endpoint_healthy`` is 1 only when every
+worker's pool admits the endpoint, and ``functionary_gateway_workers`` says how many workers answered.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-__all__ = ["Histogram", "Metrics", "RequestRecord", "ROUTES"]
+__all__ = ["Histogram", "Metrics", "RequestRecord", "ROUTES", "render_merged"]
 
 # The routes that get their own label value; anything else under /v1/ is "other" (bounded label values).
 ROUTES = frozenset({"/v1/chat/completions", "/v1/models"})
@@ -93,6 +99,12 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def add(self, counts: list[int], total: float, count: int) -> None:
+        """Adds another histogram's state (same buckets), as :meth:`Metrics.snapshot` writes it."""
+        self.counts = [a + b for a, b in zip(self.counts, counts)]
+        self.sum += total
+        self.count += count
+
     def lines(self, name: str) -> list[str]:
         out = []
         total = 0
@@ -128,8 +140,33 @@ class Metrics:
         self.completion_tokens += record.completion_tokens
         self.tool_calls += record.tool_calls
 
-    def render(self, endpoints: Iterable) -> str:
-        """The exposition text; ``endpoints`` are the pool's :class:`tgi.cluster.pool.EndpointStats`."""
+    def snapshot(self, endpoints: Iterable) -> dict:
+        """Everything :meth:`render` shows, as JSON-ready data (for the worker that renders a scrape)."""
+        return {
+            "requests": [[*key, count] for key, count in self.requests.items()],
+            "in_flight": self.in_flight,
+            "latency": [self.latency.counts, self.latency.sum, self.latency.count],
+            "ttft": [self.ttft.counts, self.ttft.sum, self.ttft.count],
+            "tokens": [self.prompt_tokens, self.completion_tokens, self.tool_calls],
+            "endpoints": [[e.url, e.in_flight, bool(e.admitted), e.attempts, e.retried, e.ejections]
+                          for e in endpoints],
+        }
+
+    def add(self, snapshot: dict) -> None:
+        for route, status, error_type, count in snapshot["requests"]:
+            key = (route, int(status), error_type)
+            self.requests[key] = self.requests.get(key, 0) + count
+        self.in_flight += snapshot["in_flight"]
+        self.latency.add(*snapshot["latency"])
+        self.ttft.add(*snapshot["ttft"])
+        prompt, completion, calls = snapshot["tokens"]
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.tool_calls += calls
+
+    def render(self, endpoints: Iterable, *, workers: int | None = None) -> str:
+        """The exposition text; ``endpoints`` are the pool's :class:`tgi.cluster.pool.EndpointStats`;
+        ``workers`` (under ``--workers``) is how many workers the figures sum."""
         out: list[str] = []
 
         def family(name: str, kind: str, help_text: str) -> None:
@@ -169,7 +206,36 @@ class Metrics:
             family(name, kind, help_text)
             for e in endpoints:
                 out.append(f'{name}{{endpoint="{_escape(e.url)}"}} {int(getattr(e, attr))}')
+        if workers is not None:
+            family("functionary_gateway_workers", "gauge", "Gateway worker processes whose figures this scrape sums.")
+            out.append(f"functionary_gateway_workers {workers}")
         return "\n".join(out) + "\n"
+
+
+@dataclass(slots=True)
+class _MergedEndpoint:
+    url: str
+    in_flight: int = 0
+    admitted: bool = True
+    attempts: int = 0
+    retried: int = 0
+    ejections: int = 0
+
+
+def render_merged(snapshots: list[dict]) -> str:
+    """The exposition text of several workers' :meth:`Metrics.snapshot` together (see the module docstring)."""
+    total = Metrics()
+    endpoints: dict[str, _MergedEndpoint] = {}
+    for snap in snapshots:
+        total.add(snap)
+        for url, in_flight, admitted, attempts, retried, ejections in snap["endpoints"]:
+            e = endpoints.setdefault(url, _MergedEndpoint(url))
+            e.in_flight += in_flight
+            e.admitted = e.admitted and admitted
+            e.attempts += attempts
+            e.retried += retried
+            e.ejections += ejections
+    return total.render(endpoints.values(), workers=len(snapshots))
 
 
 def _escape(value: str) -> str:
