@@ -118,7 +118,7 @@ class TGIClient:
         http_request = self._http.build_request("POST", "/generate_stream", content=_body(request), headers=_JSON)
         try:
             response = await self._http.send(http_request, stream=True)
-        except httpx.HTTPError as exc:
+        except _CONNECT_ERRORS as exc:
             raise _unreachable(exc) from exc
         events = _events(response)
         try:
@@ -146,7 +146,7 @@ class TGIClient:
                 method, path, content=content, headers=_JSON if content is not None else None,
                 timeout=self._timeout(read_timeout),
             )
-        except httpx.HTTPError as exc:
+        except _CONNECT_ERRORS as exc:
             raise _unreachable(exc) from exc
         if response.status_code != 200:
             raise await _error_response(response)
@@ -222,7 +222,13 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _unreachable(exc: httpx.HTTPError) -> UpstreamError:
+# A TGI killed while a connection to it is being made can surface from inside httpx/anyio as an OSError or an
+# AttributeError (a socket already gone when its peer name is read) rather than an httpx error: it is the
+# same "unreachable" for the pool (retry elsewhere), never a 500.
+_CONNECT_ERRORS = (httpx.HTTPError, OSError, AttributeError)
+
+
+def _unreachable(exc: Exception) -> UpstreamError:
     """Nothing was answered: refused, reset or closed before the status line, or timed out."""
     if isinstance(exc, httpx.ReadTimeout):
         return UpstreamGenerationError(f"TGI did not answer in time ({exc!r})", code="upstream_timeout")
