@@ -267,7 +267,7 @@ async def test_one_connection_for_many_streams(emulator, consumer):
          "template_error"),
         (422, {"error": "Tool error: x", "error_type": "tool_error"}, UpstreamValidationError, "tool_error"),
         (422, {"error": "tokenizer error x", "error_type": "tokenizer"}, UpstreamValidationError, "tokenizer_error"),
-        (503, {"error": "unhealthy", "error_type": "healthcheck"}, UpstreamUnavailableError, None),
+        (503, {"error": "unhealthy", "error_type": "healthcheck"}, UpstreamUnavailableError, "service_unavailable"),
         (400, "Failed to parse the request body as JSON: EOF", UpstreamValidationError, None),
         (415, "Expected request with `Content-Type: application/json`", UpstreamValidationError,
          "unsupported_media_type"),
