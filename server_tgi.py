@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import importlib
 import json
 import logging
 import os
@@ -226,8 +225,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with AsyncExitStack() as stack:
+        stack = AsyncExitStack()
+        try:
+            # on failure open_runtime has closed what it opened (a container it started included) when this returns
             app.state.runtime = await stack.enter_async_context(open_runtime(settings))
+        except BaseException as exc:
+            from tgi.startup import report_startup_failure
+
+            app.state.exit_code = report_startup_failure(exc, debug=settings.log_level.lower() == "debug")
+            raise
+        async with stack:
             yield
 
     from tgi.metrics import Metrics
@@ -264,6 +271,8 @@ class RequestContextMiddleware:
         return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, _without_startup_traceback(send))
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         from tgi.metrics import RequestRecord
@@ -500,24 +509,24 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _without_startup_traceback(send):
+    """A failed start-up is reported once, cleanly, by the lifespan (tgi/startup.py): the traceback that
+    Starlette hands uvicorn to log is dropped."""
+
+    async def quiet(message):
+        if message["type"] == "lifespan.startup.failed":
+            message = {**message, "message": ""}
+        await send(message)
+
+    return quiet
+
+
 class _StartupFailure(logging.Filter):
-    """A start-up that fails for a known reason (no TGI, Docker unreachable, ...) prints its message,
-    not a traceback through uvicorn and starlette (which hand it over as formatted text)."""
+    """uvicorn's own "Application startup failed" line after the gateway's clean message: dropped, so the
+    reason is the last line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text = record.msg if isinstance(record.msg, str) else ""
-        if not text.startswith("Traceback"):
-            return True
-        last = text.rstrip().rsplit("\n", 1)[-1]
-        name, _, message = last.partition(": ")
-        module, _, cls = name.rpartition(".")
-        try:
-            error_type = getattr(importlib.import_module(module), cls) if module else None
-        except ImportError:
-            error_type = None
-        if isinstance(error_type, type) and issubclass(error_type, GatewayError):
-            record.msg, record.args = "start-up failed: %s", (message,)
-        return True
+        return not (isinstance(record.msg, str) and record.msg.startswith("Application startup failed"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -531,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = create_app(settings)
     except GatewayError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        logging.getLogger("gateway.startup").error("start-up failed (exit code 2): %s", exc.message)
         return 2
     logging.getLogger("uvicorn.error").addFilter(_StartupFailure())
     config = uvicorn.Config(
@@ -542,9 +551,16 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=65,
     )
     server = uvicorn.Server(config)
-    server.run()
-    # uvicorn swallows a failed lifespan start-up (it logs it): report it as a failed run
-    return 0 if getattr(server, "started", False) else 1
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's own exit on a failed start-up (the lifespan, or binding --host/--port)
+        pass
+    # uvicorn swallows a failed lifespan start-up: the lifespan logged it and chose the exit code (tgi/startup.py)
+    if getattr(server, "started", False):
+        return 0
+    from tgi.startup import EXIT_LISTEN
+
+    return getattr(app.state, "exit_code", EXIT_LISTEN)  # the runtime started: the listening socket failed
 
 
 if __name__ == "__main__":

@@ -389,10 +389,14 @@ class TGIHandle:
 @contextlib.asynccontextmanager
 async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log = print) -> AsyncIterator[TGIHandle]:
     """Attach to or start TGI for ``spec`` and wait until it is healthy; clean up on exit."""
+    from tgi.sharing import Lease
+
     client = await _connect()
     handle: TGIHandle | None = None
+    lease: Lease | None = None
     try:
         handle = await _attach_or_create(client, spec, log)
+        lease = Lease(handle.container_name).__enter__()
         if handle.started_by_us:
             await asyncio.to_thread(_start, handle._container, spec)
             log(f"[tgi] started container {handle.container_name} ({spec.image}) on {spec.endpoint}")
@@ -400,11 +404,30 @@ async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log = pri
         yield handle
     finally:
         try:
-            if handle is not None and handle.started_by_us and not spec.keep_container:
+            if handle is not None:
                 # Shielded: a second Ctrl-C must not leave the container behind half-removed.
-                await asyncio.shield(handle.stop())
+                await asyncio.shield(_leave(handle, lease, log))
         finally:
+            if lease is not None:
+                lease.__exit__(None, None, None)
             client.close()
+
+
+async def _leave(handle: TGIHandle, lease, log: Log) -> None:
+    """On exit: stop and remove a container we started, unless it is kept or other gateways use it (tgi/sharing.py)."""
+    name = handle.container_name
+    if not handle.started_by_us:
+        log(f"[tgi] leaving container {name} running: this gateway attached to it, another started it")
+        return
+    if handle.spec.keep_container:
+        log(f"[tgi] leaving container {name} running (--keep-container); stop it with: docker rm -f {name}")
+        return
+    others = lease.others() if lease is not None else []
+    if others:
+        log(f"[tgi] leaving container {name} running: {len(others)} other gateway(s) on this host use it "
+            f"(pid {', '.join(map(str, others))}); stop it once they are done with: docker rm -f {name}")
+        return
+    await handle.stop()
 
 
 @contextlib.asynccontextmanager
