@@ -387,9 +387,11 @@ class TGIHandle:
 
 
 @contextlib.asynccontextmanager
-async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log = print) -> AsyncIterator[TGIHandle]:
+async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log | None = None) -> AsyncIterator[TGIHandle]:
     """Attach to or start TGI for ``spec`` and wait until it is healthy; clean up on exit."""
     from tgi.sharing import Lease
+
+    log = log or logging.getLogger("gateway.launcher").info
 
     client = await _connect()
     handle: TGIHandle | None = None
