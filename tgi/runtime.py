@@ -94,16 +94,16 @@ async def _tokenizer_dir(settings) -> Path | None:
     local = Path(settings.model).expanduser()
     if local.is_dir():
         return local
-    from tgi.weights import WeightsAuthError, WeightsNotFoundError, fetch_tokenizer_files
+    from tgi.weights import WeightsNotFoundError, fetch_tokenizer_files
 
     try:
         return await fetch_tokenizer_files(
             settings.model, revision=settings.revision, cache_dir=Path(settings.remote_model_save_folder), token=None
         )
-    except (WeightsNotFoundError, WeightsAuthError) as exc:
-        # the Hub answered, and said no (404, 401, 403): nothing else can make up for it
+    except WeightsNotFoundError as exc:
+        # the Hub answered that there is no such model (404) or revision: that is the reason, not the template
         raise StartupError(exc.message, exit_code=EXIT_MODEL) from None
-    except GatewayError as exc:  # the Hub cannot be reached: the model id and TGI's /info may still do
+    except GatewayError as exc:  # no Hub, or no access: the model id and TGI's /info may still do
         log.warning("could not fetch tokenizer files for %s: %s", settings.model, exc.message)
         return None
 
