@@ -56,6 +56,7 @@ import httpx
 from docker.types import DeviceRequest
 
 from functionary.errors import GatewayError
+from tgi.sharing import Lease, leave_container
 
 DEFAULT_TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.5"
 CONTAINER_PORT = 80
@@ -389,47 +390,27 @@ class TGIHandle:
 @contextlib.asynccontextmanager
 async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log | None = None) -> AsyncIterator[TGIHandle]:
     """Attach to or start TGI for ``spec`` and wait until it is healthy; clean up on exit."""
-    from tgi.sharing import Lease
-
     log = log or logging.getLogger("gateway.launcher").info
 
     client = await _connect()
     handle: TGIHandle | None = None
     lease: Lease | None = None
-    try:
-        handle = await _attach_or_create(client, spec, log)
-        lease = Lease(handle.container_name).__enter__()
-        if handle.started_by_us:
-            await asyncio.to_thread(_start, handle._container, spec)
-            log(f"[tgi] started container {handle.container_name} ({spec.image}) on {spec.endpoint}")
-        await handle.wait_healthy(timeout=startup_timeout)
-        yield handle
-    finally:
+    with contextlib.ExitStack() as leases:
         try:
-            if handle is not None:
-                # Shielded: a second Ctrl-C must not leave the container behind half-removed.
-                await asyncio.shield(_leave(handle, lease, log))
+            handle = await _attach_or_create(client, spec, log)
+            lease = leases.enter_context(Lease(handle.container_name))  # other gateways see this one use it
+            if handle.started_by_us:
+                await asyncio.to_thread(_start, handle._container, spec)
+                log(f"[tgi] started container {handle.container_name} ({spec.image}) on {spec.endpoint}")
+            await handle.wait_healthy(timeout=startup_timeout)
+            yield handle
         finally:
-            if lease is not None:
-                lease.__exit__(None, None, None)
-            client.close()
-
-
-async def _leave(handle: TGIHandle, lease, log: Log) -> None:
-    """On exit: stop and remove a container we started, unless it is kept or other gateways use it (tgi/sharing.py)."""
-    name = handle.container_name
-    if not handle.started_by_us:
-        log(f"[tgi] leaving container {name} running: this gateway attached to it, another started it")
-        return
-    if handle.spec.keep_container:
-        log(f"[tgi] leaving container {name} running (--keep-container); stop it with: docker rm -f {name}")
-        return
-    others = lease.others() if lease is not None else []
-    if others:
-        log(f"[tgi] leaving container {name} running: {len(others)} other gateway(s) on this host use it "
-            f"(pid {', '.join(map(str, others))}); stop it once they are done with: docker rm -f {name}")
-        return
-    await handle.stop()
+            try:
+                if handle is not None:
+                    # Shielded: a second Ctrl-C must not leave the container behind half-removed.
+                    await asyncio.shield(leave_container(handle, lease, log))
+            finally:
+                client.close()
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["Lease", "LEASE_ROOT", "our_container_on"]
+__all__ = ["Lease", "LEASE_ROOT", "leave_container", "our_container_on"]
 
 LEASE_ROOT = Path(tempfile.gettempdir()) / "functionary-tgi-leases"
 log = logging.getLogger("gateway.launcher")
@@ -63,6 +63,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process: alive
     return True
+
+
+async def leave_container(handle, lease: Lease | None, log) -> None:
+    """On exit (``tgi.launcher.launch_tgi``): stop and remove a container this gateway started, unless it is kept
+    (``--keep-container``) or another live gateway holds a lease on it; log which, and how to stop it."""
+    name = handle.container_name
+    if not handle.started_by_us:
+        log(f"[tgi] leaving container {name} running: this gateway attached to it, another started it")
+        return
+    if handle.spec.keep_container:
+        log(f"[tgi] leaving container {name} running (--keep-container); stop it with: docker rm -f {name}")
+        return
+    others = lease.others() if lease is not None else []
+    if others:
+        log(f"[tgi] leaving container {name} running: {len(others)} other gateway(s) on this host use it "
+            f"(pid {', '.join(map(str, others))}); stop it once they are done with: docker rm -f {name}")
+        return
+    await handle.stop()
 
 
 async def our_container_on(endpoint: str, *, timeout: float = 3.0) -> str | None:
