@@ -437,8 +437,10 @@ async def launch_for_settings(settings, *, log: Log | None = None) -> AsyncItera
             max_input_tokens=settings.max_input_tokens, extra_args=tuple(settings.launcher_args),
             keep_container=settings.keep_container, replace=settings.replace, extra_labels=labels_from_env(),
         )
-    except ValueError as exc:
-        raise LaunchError(str(exc)) from None
+    except ValueError as exc:  # contradictory flags: a command-line error (exit code 2)
+        from tgi.startup import EXIT_USAGE, StartupError
+
+        raise StartupError(str(exc), exit_code=EXIT_USAGE) from None
     async with launch_tgi(spec, startup_timeout=settings.startup_timeout, log=log) as handle:
         yield handle
 
