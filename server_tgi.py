@@ -10,7 +10,6 @@ Arguments -> ``Settings`` -> ``create_app(settings)`` under uvicorn. Prompt form
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import socket
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 from functionary.errors import GatewayError
 from tgi.api.app import create_app
 from tgi.api.settings import DEFAULT_SAVE_FOLDER, Settings
+from tgi.api.startup import EXIT_LISTEN, EXIT_USAGE, UvicornStartupLine
 from tgi.cluster.discovery import parse_dns_url
 
 __all__ = ["Settings", "build_parser", "create_app", "main", "settings_from_args"]
@@ -182,26 +182,6 @@ def _replica_endpoints(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(str(exc))
 
 
-class _StartupFailure(logging.Filter):
-    """A start-up that fails for a known reason (no TGI, Docker unreachable, ...) prints its message,
-    not a traceback through uvicorn and starlette (which hand it over as formatted text)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.msg if isinstance(record.msg, str) else ""
-        if not text.startswith("Traceback"):
-            return True
-        last = text.rstrip().rsplit("\n", 1)[-1]
-        name, _, message = last.partition(": ")
-        module, _, cls = name.rpartition(".")
-        try:
-            error_type = getattr(importlib.import_module(module), cls) if module else None
-        except ImportError:
-            error_type = None
-        if isinstance(error_type, type) and issubclass(error_type, GatewayError):
-            record.msg, record.args = "start-up failed: %s", (message,)
-        return True
-
-
 def main(argv: list[str] | None = None) -> int:
     from tgi.api import workers
 
@@ -221,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = create_app(settings, worker=slot)
     except GatewayError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    logging.getLogger("uvicorn.error").addFilter(_StartupFailure())
+        logging.getLogger("gateway.startup").error("start-up failed (exit code 2): %s", exc.message)
+        return EXIT_USAGE
+    logging.getLogger("uvicorn.error").addFilter(UvicornStartupLine())
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
         lifespan="on", timeout_graceful_shutdown=10, log_config=None,  # our handler and format (tgi/ops/logs.py)
@@ -232,12 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=65,
     )
     server = uvicorn.Server(config)
-    if slot is None:
-        server.run()
-    else:
-        server.run(sockets=[workers.bind_port(settings.host, settings.port)])
-    # uvicorn swallows a failed lifespan start-up (it logs it): report it as a failed run
-    return 0 if getattr(server, "started", False) else 1
+    try:
+        if slot is None:
+            server.run()
+        else:
+            server.run(sockets=[workers.bind_port(settings.host, settings.port)])
+    except SystemExit:  # uvicorn's own exit on a failed start-up (the lifespan, or binding --host/--port)
+        pass
+    # uvicorn swallows a failed lifespan start-up: the lifespan logged it and chose the exit code (tgi/api/startup.py)
+    if getattr(server, "started", False):
+        return 0
+    return getattr(app.state, "exit_code", EXIT_LISTEN)  # the runtime started: the listening socket failed
 
 
 if __name__ == "__main__":

@@ -13,8 +13,16 @@ REFERENCE = Path(os.environ.get("FUNCTIONARY_REFERENCE_DIR", REPO.parent / "shar
 DEVIATIONS_DIR = Path(__file__).resolve().parent / "deviations"
 
 
+def reference_available() -> bool:
+    """Whether the reference corpus is there (CI always has it; a plain clone does not, and the tests
+    marked ``reference`` are then skipped: see tests/conftest.py)."""
+    return (REFERENCE / "public_prompt_cases.jsonl").is_file()
+
+
 @lru_cache(maxsize=None)
 def _load(name: str) -> tuple[dict, ...]:
+    if not reference_available():
+        return ()  # collection still works; every test over these cases carries the ``reference`` mark
     with open(REFERENCE / name, encoding="utf-8") as f:
         return tuple(json.loads(line) for line in f if line.strip())
 

@@ -45,6 +45,7 @@ def test_override_wins_and_is_checked() -> None:
         assert version in info.value.message
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize(
     "file,version",
     [
@@ -62,12 +63,14 @@ def test_shipped_chat_templates(file: str, version: str) -> None:
     assert detect_template(tokenizer_config={"chat_template": shipped(file)}, model_id="org/other-model") == version
 
 
+@pytest.mark.reference
 def test_small_v32_capture_with_a_final_newline() -> None:
     text = shipped("ochafik-llama.cpp__functionary-small-v3.2.jinja").split("\n", 1)[1]  # drop the copier's comment
     assert text.endswith("\n")
     assert detect_template(tokenizer_config={"chat_template": text}) == "v3.llama3"
 
 
+@pytest.mark.reference
 def test_openvino_tokenizer_config_subset() -> None:
     config = json.loads(shipped("openvino.genai__meetkai-functionary-small-v2.5.tokenizer_config_subset.json"))
     assert detect_template(tokenizer_config=config) == "v2.llama3"
@@ -94,14 +97,19 @@ def test_unknown_marker_falls_through_to_other_evidence() -> None:
     assert detect_template(tokenizer_config=config, model_id="meetkai/functionary-small-v3.1") == "v3-llama3.1"
 
 
+# small templates recognised by their delimiters (the shipped ones are in the reference corpus)
+V32_LIKE = "{{ '<|start_header_id|>' + role }}{{ '>>>all\\n' + content }}"
+V31_LIKE = "{{ '<|start_header_id|>' }}{{ '<function=' + name + '>' }}"
+
+
 def test_chat_template_list_and_separate_files(tmp_path: Path) -> None:
-    config = {"chat_template": [{"name": "tool_use", "template": "x"}, {"name": "default", "template": shipped("llama.cpp__meetkai-functionary-medium-v3.1.jinja")}]}
+    config = {"chat_template": [{"name": "tool_use", "template": "x"}, {"name": "default", "template": V31_LIKE}]}
     assert detect_template(tokenizer_config=config) == "v3-llama3.1"
     path = tokenizer_dir(tmp_path, "m1")
-    (path / "chat_template.jinja").write_text(shipped("llama.cpp__meetkai-functionary-medium-v3.2.jinja"), encoding="utf-8")
+    (path / "chat_template.jinja").write_text(V32_LIKE, encoding="utf-8")
     assert detect_template(model_dir=path) == "v3.llama3"
     path = tokenizer_dir(tmp_path, "m2")
-    (path / "chat_template.json").write_text(json.dumps({"chat_template": shipped("llama.cpp__meetkai-functionary-medium-v3.1.jinja")}), encoding="utf-8")
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": V31_LIKE}), encoding="utf-8")
     assert detect_template(model_dir=path) == "v3-llama3.1"
 
 

@@ -49,6 +49,7 @@ def _golden_case(name: str) -> dict:
     return json.loads((REFERENCE / name).read_text(encoding="utf-8"))
 
 
+@pytest.mark.reference
 def test_v2_llama3_golden() -> None:
     case = _golden_case("test_case.json")
     prompt = render("v2.llama3", {"messages": case["messages"], "tools": case["tools"]})
@@ -57,6 +58,7 @@ def test_v2_llama3_golden() -> None:
     assert prompt[: -len(gen)] == (REFERENCE / "prompt_test_v2.llama3.txt").read_text(encoding="utf-8")
 
 
+@pytest.mark.reference
 def test_v2_golden() -> None:
     # The copied golden is HEAD's: HEAD's jinja skips an assistant's empty "" text, while the
     # f44585c code the fixtures follow renders it as an empty text turn (public prompt v2/034).
@@ -73,6 +75,7 @@ def test_v2_golden() -> None:
     assert prompt[: -len(gen)] == (REFERENCE / "prompt_test_v2.txt").read_text(encoding="utf-8") + "\n"
 
 
+@pytest.mark.reference
 def test_v1_golden_turns() -> None:
     # prompt_test_v1.txt predates the v1 chat template the fixtures follow: it still rendered the
     # functions as two system turns and had no blank lines. The turns themselves must agree.

@@ -55,6 +55,7 @@ def stream(version: str, chunks: list[str], choice: ToolChoice = AUTO, tools: li
 # Goldens
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("context", ["simple", "system", "tool_use"])
 @pytest.mark.parametrize("version,model", [("v3.llama3", "v3.2"), ("v3-llama3.1", "v3.1")])
 def test_llama_cpp_goldens(version: str, model: str, context: str) -> None:
@@ -74,6 +75,7 @@ def _upstream_golden(version: str, case_file: Path, golden_file: Path) -> tuple[
     return rendered[: -len(GENERATION_PROMPT[version])].strip(), golden_file.read_text(encoding="utf-8").strip()
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize(
     "version,tests_dir",
     [("v3.llama3", REFERENCE), ("v3.llama3", A8B0DE1_TESTS), ("r1_distilled_llama", REFERENCE)],
@@ -84,6 +86,7 @@ def test_upstream_goldens(version: str, tests_dir: Path) -> None:
     assert got == want
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("tests_dir", [REFERENCE, A8B0DE1_TESTS], ids=["HEAD", "a8b0de1"])
 def test_upstream_v31_golden_is_the_unescaped_prompt(tests_dir: Path) -> None:
     """Upstream's prompt_test_v3-llama3.1.txt predates the ``|safe`` edit of the shipped template,

@@ -15,6 +15,8 @@ from tests.functionary.harness import assemble, check_delta_rules, comparable, f
 
 CASES = [c for c in output_cases() if c.get("error_stage") != "request"]
 
+pytestmark = pytest.mark.reference  # every test here reads the reference corpus (tests/conftest.py)
+
 
 def expected_for(case: dict) -> tuple[dict | None, str | None]:
     deviation = deviations().get(case["id"], {})

@@ -14,6 +14,8 @@ from functionary.openai_types import ChatCompletionRequest
 from functionary.request import prepare_request
 from functionary.templates import TEMPLATES, get_template
 from tests.functionary.cases import output_cases, raw_text
+
+pytestmark = pytest.mark.reference  # every test here reads the reference corpus (tests/conftest.py)
 from tests.functionary.harness import assemble, check_delta_rules, full_message, stream_deltas
 
 VERSIONS = sorted(TEMPLATES)

@@ -12,6 +12,8 @@ from functionary.request import prepare_request
 from functionary.templates import get_template
 from tests.functionary.cases import deviations, prompt_cases
 
+pytestmark = pytest.mark.reference  # every test here reads the reference corpus (tests/conftest.py)
+
 
 def render(case: dict) -> str:
     template = get_template(case["template_version"])

@@ -63,6 +63,7 @@ def parse_all_ways(version: str, text: str, prepared: PreparedRequest, *, sizes=
 # Upstream's goldens (tests/prompt_test_<version>.txt rendered from tests/test_case.json)
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("version", ALL)
 def test_upstream_golden(version: str) -> None:
     case = json.loads((REFERENCE / "test_case.json").read_text(encoding="utf-8"))

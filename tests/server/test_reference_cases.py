@@ -13,6 +13,8 @@ from tests.functionary.test_output_cases import expected_for
 
 CASES = [c for c in output_cases() if c.get("error_stage") != "request"]
 
+pytestmark = pytest.mark.reference  # every test here reads the reference corpus (tests/conftest.py)
+
 
 def _reply(case: dict) -> dict:
     tokens = [{"text": t["text"], "special": t["special"]} for t in case["tokens"]]

@@ -480,6 +480,7 @@ def _case(version: str, label: str) -> dict:
     return next(c for c in output_cases() if c["template_version"] == version and c["label"] == label)
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize(
     "version, label, starts, ends, finish, stop",
     [

@@ -29,6 +29,7 @@ from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
 )
 from tests.tgi.hub_mirror import HubMirror, Repo, write_safetensors
 from tgi.launch.docker_image import TEST_LABEL
+from tgi.api.startup import EXIT_ENDPOINT, EXIT_LAUNCH
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LLAMA31_SPECIALS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>")
@@ -154,14 +155,56 @@ async def test_running_container_is_reused_and_not_stopped(
     await first.stop()
     container.reload()
     assert container.status == "running"  # --keep-container
+    assert f"leaving container {container.name} running (--keep-container)" in first.output
+    assert f"docker rm -f {container.name}" in first.output
 
     second = gateways(launch_args(emulator_image, str(functionary_dir), tgi_port))
     await second.ready()
     await chat(second, str(functionary_dir))
     assert [c.id for c in our_containers(docker_client)] == [container.id]
+    assert f"attaching to running container {container.name}" in second.output
     await second.stop()
     container.reload()
     assert container.status == "running"  # it did not start it: it does not stop it
+
+
+async def test_launcher_leaves_a_shared_container_to_the_gateways_attached(
+    emulator_image, functionary_dir, cleanup, docker_client, gateways
+):
+    """Defined behaviour (docs/docker.md, "Shared containers"): the launching gateway, on exit, leaves the
+    container running while another gateway on this host uses it, and says which and how to stop it."""
+    tgi_port = free_port()
+    first = gateways(launch_args(emulator_image, str(functionary_dir), tgi_port))
+    await first.ready()
+    (container,) = our_containers(docker_client)
+    second = gateways(launch_args(emulator_image, str(functionary_dir), tgi_port))
+    await second.ready()
+    assert f"attaching to running container {container.name}" in second.output
+    await first.stop()
+    container.reload()
+    assert container.status == "running"
+    assert f"leaving container {container.name} running: 1 other gateway(s) on this host use it " \
+           f"(pid {second.proc.pid})" in first.output
+    await chat(second, str(functionary_dir))  # the survivor still answers
+    await second.stop()
+    assert "leaving container" not in second.output.split("attaching to running container", 1)[0]
+
+
+async def test_the_only_endpoint_vanishing_is_named(emulator_image, functionary_dir, cleanup, docker_client, gateways):
+    tgi_port = free_port()
+    first = gateways(launch_args(emulator_image, str(functionary_dir), tgi_port, "--keep-container"))
+    await first.ready()
+    (container,) = our_containers(docker_client)
+    await first.stop()
+    second = gateways(launch_args(emulator_image, str(functionary_dir), tgi_port))
+    await second.ready()
+    container.remove(force=True)
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(f"{second.url}/v1/chat/completions", json={
+            "model": str(functionary_dir), "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code in (502, 503)
+    await asyncio.sleep(0.5)
+    assert "the only TGI endpoint" in second.output and "trying another" not in second.output
 
 
 async def test_crash_while_loading_fails_fast_with_log_tail(
@@ -172,7 +215,12 @@ async def test_crash_while_loading_fails_fast_with_log_tail(
     started = time.monotonic()
     assert await gateway.exit_code(60) != 0
     assert time.monotonic() - started < 30
+    assert gateway.proc.returncode == EXIT_LAUNCH
     assert "exited with code 3" in gateway.output and "Shard 0 failed to start" in gateway.output
+    assert "Traceback" not in gateway.output  # one clean message, the container's log tail under it
+    assert "start-up failed (exit code 4): TGI container" in gateway.output
+    # the emulator never imitates a real TGI's model loading
+    assert "flashinfer" not in gateway.output and "Successfully downloaded" not in gateway.output
     assert our_containers(docker_client) == []
 
 
@@ -181,8 +229,8 @@ async def test_startup_timeout_leaves_no_container(emulator_image, functionary_d
                        "--launcher-arg=120")
     args[args.index("--startup_timeout") + 1] = "3"
     gateway = gateways(args)
-    assert await gateway.exit_code(60) != 0
-    assert "--startup_timeout" in gateway.output
+    assert await gateway.exit_code(60) == EXIT_LAUNCH
+    assert "--startup_timeout" in gateway.output and "Traceback" not in gateway.output
     assert our_containers(docker_client) == []
 
 
@@ -203,16 +251,16 @@ async def test_signal_while_loading_removes_the_container(
 
 
 async def test_port_taken(emulator_image, functionary_dir, cleanup, docker_client, gateways):
-    # Some other web server holds the endpoint's port: its /health is no TGI's, so the gateway tries to launch.
+    # Some other web server holds the endpoint's port: it is not TGI, and the gateway says so at once.
     holder = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     threading.Thread(target=holder.serve_forever, daemon=True).start()
     try:
         gateway = gateways(launch_args(emulator_image, str(functionary_dir), holder.server_address[1]))
-        assert await gateway.exit_code(60) != 0
+        assert await gateway.exit_code(60) == EXIT_ENDPOINT
     finally:
         holder.shutdown()
         holder.server_close()
-    assert "already in use" in gateway.output
+    assert "not a TGI server" in gateway.output and "HTTP 501" in gateway.output
     assert our_containers(docker_client) == []
 
 

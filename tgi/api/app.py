@@ -11,7 +11,9 @@ from tgi.api.errors import install_error_handlers
 from tgi.api.middleware import RequestContextMiddleware
 from tgi.api.routes import install_routes
 from tgi.api.settings import Settings
+from tgi.api.startup import report_startup_failure
 from tgi.ops.metrics import Metrics
+from tgi.ops.siblings import serve_snapshots
 
 __all__ = ["create_app"]
 
@@ -22,16 +24,19 @@ def create_app(settings: Settings, *, worker=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with AsyncExitStack() as stack:
+        stack = AsyncExitStack()
+        try:
+            # on failure open_runtime has closed what it opened (a container it started included) when this returns
             app.state.runtime = runtime = await stack.enter_async_context(
                 open_runtime(settings, start_backends_here=worker is None))
+        except BaseException as exc:
+            app.state.exit_code = report_startup_failure(exc, debug=settings.log_level.lower() == "debug")
+            raise
+        async with stack:
             if worker is not None:  # the other workers read this one's figures for /metrics
-                from tgi.ops.siblings import serve_snapshots
-
                 await stack.enter_async_context(serve_snapshots(
                     worker.directory, worker.index, lambda: app.state.metrics.snapshot(runtime.pool.stats())))
             yield
-
 
     app = FastAPI(title="Functionary TGI gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings

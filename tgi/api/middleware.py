@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 
+from tgi.api.startup import without_startup_traceback
 from tgi.ops.metrics import RequestRecord
 
 __all__ = ["RequestContextMiddleware"]
@@ -32,6 +33,8 @@ class RequestContextMiddleware:
         return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, without_startup_traceback(send))
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = None

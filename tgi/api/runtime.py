@@ -24,21 +24,18 @@ from urllib.parse import urlsplit
 from functionary.detect import detect_template
 from functionary.errors import GatewayError
 from functionary.templates import get_template
-from tgi.pipeline.chat import ChatService
-from tgi.protocol.client import TGIClient
-from tgi.pipeline.grammar import GrammarSupport
-from tgi.protocol.errors import UpstreamError
-from tgi.pipeline.params import Limits
+from tgi.api.startup import EXIT_MODEL, EXIT_USAGE, StartupError
 from tgi.cluster.discovery import DnsDiscovery, lookup_urls
 from tgi.cluster.pool import EndpointPool, same_model
+from tgi.cluster.probe import Kind, Probe, probe_all
+from tgi.pipeline.chat import ChatService
+from tgi.pipeline.grammar import GrammarSupport
+from tgi.pipeline.params import Limits
 from tgi.pipeline.prompt_size import max_bytes_per_token
+from tgi.protocol.client import TGIClient
 from tgi.protocol.types import Info
 
 log = logging.getLogger("gateway.runtime")
-
-
-class StartupError(GatewayError):
-    """The gateway cannot start (no TGI answers, no tokenizer, ...)."""
 
 
 @dataclass
@@ -119,33 +116,46 @@ async def _tokenizer_dir(settings) -> Path | None:
     local = Path(settings.model).expanduser()
     if local.is_dir():
         return local
-    from tgi.launch.weights import fetch_tokenizer_files
+    from tgi.launch.weights import WeightsNotFoundError, fetch_tokenizer_files
 
     try:
         return await fetch_tokenizer_files(
             settings.model, revision=settings.revision, cache_dir=Path(settings.remote_model_save_folder), token=None
         )
-    except GatewayError as exc:
+    except WeightsNotFoundError as exc:
+        # the Hub answered that there is no such model (404) or revision: that is the reason, not the template
+        raise StartupError(exc.message, exit_code=EXIT_MODEL) from None
+    except GatewayError as exc:  # no Hub, or no access: the model id and TGI's /info may still do
         log.warning("could not fetch tokenizer files for %s: %s", settings.model, exc.message)
         return None
 
 
 async def _answering(clients: list[TGIClient]) -> list[TGIClient]:
-    return [c for c, ok in zip(clients, await asyncio.gather(*(_answers(c) for c in clients))) if ok]
+    """The endpoints that answer like TGI (tgi/cluster/probe.py). One that answers but is not TGI stops the start at
+    once, naming what answered; so does a port that accepts connections and never answers, unless another
+    endpoint is TGI (it is then down, and may join later)."""
+    probes = await probe_all([c.base_url for c in clients])
+    wrong = [p for p in probes if p.kind is Kind.NOT_TGI]
+    if wrong:
+        raise StartupError(
+            "not a TGI server: " + "; ".join(p.describe() for p in wrong)
+            + ". Point --endpoint at TGI's base URL, or free that port for a TGI the gateway launches."
+        )
+    up = [c for c, p in zip(clients, probes) if p.kind is Kind.TGI]
+    silent = [p for p in probes if p.kind is Kind.SILENT]
+    if silent and not up:
+        raise StartupError(
+            "no TGI answers: " + "; ".join(p.describe() for p in silent)
+            + ". Another program holds that port (find it with: ss -ltnp), or TGI there is stuck."
+        )
+    _log_down(probes)
+    return up
 
 
-async def _answers(client: TGIClient) -> bool:
-    """``/health`` says 200; or, for a build or stand-in without it, ``/info`` answers at all (even
-    a 404 proves a server listens there; a 5xx or no connection does not)."""
-    if await client.health():
-        return True
-    try:
-        await client.info()
-    except UpstreamError as exc:
-        return exc.upstream_status is not None and exc.upstream_status < 500
-    except ValueError:
-        return True
-    return True
+def _log_down(probes: list[Probe]) -> None:
+    for p in probes:
+        if p.kind is Kind.DOWN or p.kind is Kind.SILENT:
+            log.debug("TGI at %s is not answering: %s", p.url, p.detail)
 
 
 @asynccontextmanager
@@ -164,6 +174,9 @@ async def open_runtime(settings, *, start_backends_here: bool = True) -> AsyncIt
             raise StartupError("no TGI endpoint: " + ", ".join(discovered) + " resolves to no address")
         clients = [await stack.enter_async_context(TGIClient(url)) for url in urls]
         up = await _answering(clients)
+        if up and start_backends_here and not launched and not settings.no_launch and not settings.emulator \
+                and not discovered:
+            await _note_attached(stack, settings.endpoints[0])
         if not up:
             patient = settings.no_launch or settings.emulator or launched or bool(discovered)
             up = await _wait_for_any(clients, settings.startup_timeout if patient else 5.0)
@@ -196,6 +209,18 @@ async def open_runtime(settings, *, start_backends_here: bool = True) -> AsyncIt
             chat=chat, pool=pool, limits=limits, model_names=frozenset(names), template_version=version,
             started=int(time.time()), backend="tgi-emulator (canned answers, not a model)" if settings.emulator else "tgi",
         )
+
+
+async def _note_attached(stack: AsyncExitStack, endpoint: str) -> None:
+    """The endpoint already answers: when it is a container of ours, say so, and hold a lease on it so that the
+    gateway that launched it leaves it running while this one uses it (tgi/launch/sharing.py)."""
+    from tgi.launch.sharing import Lease, our_container_on
+
+    name = await our_container_on(endpoint)
+    if name is not None:
+        log.info("attaching to running container %s at %s (another gateway launched it; this one leaves it "
+                 "running on exit)", name, endpoint)
+        stack.enter_context(Lease(name))
 
 
 async def _grammar_support(mode: str, clients: list[TGIClient], up: list[TGIClient]) -> GrammarSupport:
@@ -264,7 +289,8 @@ async def run_emulator(endpoint: str, *, model_id: str) -> AsyncIterator[None]:
     """The bundled TGI emulator as a child process on the endpoint's port (``--emulator``)."""
     url = urlsplit(endpoint)
     if url.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise StartupError(f"--emulator runs on this machine only; {endpoint} is not a loopback address")
+        raise StartupError(f"--emulator runs on this machine only; {endpoint} is not a loopback address",
+                           exit_code=EXIT_USAGE)
     cmd = [
         sys.executable, "-m", "tgi.emulator", "--model-id", model_id, "--hostname", url.hostname,
         "--port", str(url.port or 80), "--demo",

@@ -309,8 +309,13 @@ class EndpointPool:
                     self._failed(endpoint)
                 endpoint.retried += 1
                 last_error = exc
-                log.info("endpoint %s failed %s its first token (%s); trying another",
-                         endpoint.client.base_url, "after" if started else "before", exc.message)
+                when = "after" if started else "before"
+                if len(self._endpoints) == 1:
+                    log.warning("the only TGI endpoint, %s, failed %s its first token (%s): no other endpoint to "
+                                "try", endpoint.client.base_url, when, exc.message)
+                else:
+                    log.info("endpoint %s failed %s its first token (%s); trying another",
+                             endpoint.client.base_url, when, exc.message)
                 continue
             finally:
                 self._release(endpoint)
@@ -333,8 +338,12 @@ class EndpointPool:
         if endpoint.admitted and endpoint.failures >= self._eject_after:
             endpoint.admitted = False
             endpoint.ejections += 1
-            log.warning("endpoint %s ejected after %d consecutive failures", endpoint.client.base_url,
-                        endpoint.failures)
+            if len(self._endpoints) == 1:
+                log.warning("the only TGI endpoint, %s, is gone (%d consecutive failures): requests fail with 503 "
+                            "until it answers again", endpoint.client.base_url, endpoint.failures)
+            else:
+                log.warning("endpoint %s ejected after %d consecutive failures", endpoint.client.base_url,
+                            endpoint.failures)
 
     async def _readmit(self, endpoint: _Endpoint) -> None:
         if self._reference is not None:

@@ -143,10 +143,8 @@ def _debug_args(args) -> str:
 def log_loading(log: Log, args, *, delay: float) -> None:
     """The launcher's download and shard lines; with ``delay`` the shard takes that long to become ready."""
     started = time.monotonic()
-    log("Using attention flashinfer - Prefix caching true")
-    log(f"Starting check and download process for {args.model_id}", span="download")
-    log("Files are already present on the host. Skipping download.", span="download")
-    log(f"Successfully downloaded weights for {args.model_id}")
+    # never a real TGI's model-loading lines (attention backend, weights download): nothing is loaded here
+    log(f"TGI emulator: {args.model_id} is not loaded (no weights, no GPU); answers are scripted, not a model's")
     log("Starting shard", span="shard-manager", rank=0)
     next_wait = started + 10.0
     while time.monotonic() - started < delay:

@@ -56,6 +56,7 @@ import httpx
 from docker.types import DeviceRequest
 
 from functionary.errors import GatewayError
+from tgi.launch.sharing import Lease, leave_container
 
 DEFAULT_TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.5"
 CONTAINER_PORT = 80
@@ -387,24 +388,29 @@ class TGIHandle:
 
 
 @contextlib.asynccontextmanager
-async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log = print) -> AsyncIterator[TGIHandle]:
+async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log | None = None) -> AsyncIterator[TGIHandle]:
     """Attach to or start TGI for ``spec`` and wait until it is healthy; clean up on exit."""
+    log = log or logging.getLogger("gateway.launcher").info
+
     client = await _connect()
     handle: TGIHandle | None = None
-    try:
-        handle = await _attach_or_create(client, spec, log)
-        if handle.started_by_us:
-            await asyncio.to_thread(_start, handle._container, spec)
-            log(f"[tgi] started container {handle.container_name} ({spec.image}) on {spec.endpoint}")
-        await handle.wait_healthy(timeout=startup_timeout)
-        yield handle
-    finally:
+    lease: Lease | None = None
+    with contextlib.ExitStack() as leases:
         try:
-            if handle is not None and handle.started_by_us and not spec.keep_container:
-                # Shielded: a second Ctrl-C must not leave the container behind half-removed.
-                await asyncio.shield(handle.stop())
+            handle = await _attach_or_create(client, spec, log)
+            lease = leases.enter_context(Lease(handle.container_name))  # other gateways see this one use it
+            if handle.started_by_us:
+                await asyncio.to_thread(_start, handle._container, spec)
+                log(f"[tgi] started container {handle.container_name} ({spec.image}) on {spec.endpoint}")
+            await handle.wait_healthy(timeout=startup_timeout)
+            yield handle
         finally:
-            client.close()
+            try:
+                if handle is not None:
+                    # Shielded: a second Ctrl-C must not leave the container behind half-removed.
+                    await asyncio.shield(leave_container(handle, lease, log))
+            finally:
+                client.close()
 
 
 @contextlib.asynccontextmanager
@@ -431,8 +437,10 @@ async def launch_for_settings(settings, *, log: Log | None = None) -> AsyncItera
             max_input_tokens=settings.max_input_tokens, extra_args=tuple(settings.launcher_args),
             keep_container=settings.keep_container, replace=settings.replace, extra_labels=labels_from_env(),
         )
-    except ValueError as exc:
-        raise LaunchError(str(exc)) from None
+    except ValueError as exc:  # contradictory flags: a command-line error (exit code 2)
+        from tgi.api.startup import EXIT_USAGE, StartupError
+
+        raise StartupError(str(exc), exit_code=EXIT_USAGE) from None
     async with launch_tgi(spec, startup_timeout=settings.startup_timeout, log=log) as handle:
         yield handle
 

@@ -29,9 +29,11 @@ Messages never contain the token.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -92,6 +94,7 @@ _TOKENIZER_SKIPPED = (*SKIPPED_FILES, "*.safetensors", "*.safetensors.index.json
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 Log = Callable[[str], None]
+_log = logging.getLogger("gateway.weights")
 
 
 class WeightsError(GatewayError):
@@ -117,13 +120,14 @@ def local_dir_for(model: str, *, revision: str | None, cache_dir: Path) -> Path:
 
 
 async def ensure_weights(
-    model: str, *, revision: str | None, cache_dir: Path, token: str | None, log: Log = print
+    model: str, *, revision: str | None, cache_dir: Path, token: str | None, log: Log | None = None
 ) -> Path:
     """Host directory holding the weights of ``model`` (a local directory or a Hub id), fetching them if needed."""
     local = _local_dir(model)
     if local is not None:
         return local
     target = local_dir_for(model, revision=revision, cache_dir=cache_dir)
+    log = log or _log.info
     log(f"[weights] {model}{'@' + revision if revision else ''} → {target}")
     path = await _snapshot(
         model, revision=revision, local_dir=target, token=token, allow=WEIGHT_FILES, ignore=SKIPPED_FILES
@@ -134,17 +138,19 @@ async def ensure_weights(
             "read-only mount (convert the checkpoint, or pass a local directory that has them)",
             param="model",
         )
+    log(f"[weights] {model}: ready in {path}")
     return path
 
 
 async def fetch_tokenizer_files(
-    model: str, *, revision: str | None, cache_dir: Path, token: str | None, log: Log = print
+    model: str, *, revision: str | None, cache_dir: Path, token: str | None, log: Log | None = None
 ) -> Path:
     """Directory with the tokenizer and config files of ``model`` only (for attaching to a running TGI)."""
     local = _local_dir(model)
     if local is not None:
         return local
     target = local_dir_for(model, revision=revision, cache_dir=cache_dir)
+    log = log or _log.info
     log(f"[weights] tokenizer and config of {model} → {target}")
     return await _snapshot(
         model, revision=revision, local_dir=target, token=token, allow=TOKENIZER_FILES, ignore=_TOKENIZER_SKIPPED
@@ -214,7 +220,8 @@ async def _snapshot(
         if not (token or _env_token()):
             hint = "check the id; set HF_TOKEN if it is private or gated"
         raise WeightsNotFoundError(
-            _scrub(f"{model} was not found on the Hub ({_status(exc)}): {hint}", token), param="model"
+            _scrub(f"the Hub answered {_status(exc) or 404} for {model}: model not found ({hint})", token),
+            param="model",
         ) from None
     except HfHubHTTPError as exc:
         status = _status(exc)
@@ -242,6 +249,15 @@ class _CancellableBar(hf_tqdm):
     whose updates raise once the download is cancelled: the only hook into its worker threads."""
 
     cancelled: threading.Event
+
+    def __init__(self, *args, **kwargs) -> None:
+        # A bar for work that ends at once (every file already there) never appears; and bars are drawn on a
+        # terminal only: in a log file their redraws would be noise between the log lines.
+        kwargs.setdefault("delay", 1.0)
+        stream = kwargs.get("file") or sys.stderr
+        if not (hasattr(stream, "isatty") and stream.isatty()):
+            kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
 
     def update(self, n: float | None = 1) -> bool | None:
         if self.cancelled.is_set():

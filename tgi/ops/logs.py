@@ -1,4 +1,5 @@
-"""The gateway's log lines: one format for every logger (ours, uvicorn's, httpx's), secrets masked.
+"""The gateway's log lines: one format for every logger (ours, uvicorn's, the launcher's, the weights', the
+libraries'), secrets masked, written so that they never land inside a progress bar (``ProgressAwareHandler``).
 
 ``--log-format text`` writes ``TIME LEVEL LOGGER: MESSAGE key=value ...``; ``json`` writes one JSON object a
 line (``ts``, ``level``, ``logger``, ``message`` and the fields). Fields come from ``extra={"fields": {...}}``:
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterable
 
-__all__ = ["LOG_FORMATS", "LineFormatter", "configure_logging", "secrets_from_env"]
+__all__ = ["LOG_FORMATS", "NOISY_LOGGERS", "LineFormatter", "ProgressAwareHandler", "configure_logging", "secrets_from_env"]
 
 LOG_FORMATS = ("text", "json")
 REDACTED = "[redacted]"
@@ -68,18 +69,41 @@ def _text_value(value: object) -> str:
     return text
 
 
+# Third-party loggers that log every HTTP call at INFO (huggingface_hub's client is ``httpx2`` in its 1.x/2.x
+# releases): WARNING unless --log-level debug; the gateway's own lines already say what happened.
+NOISY_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "huggingface_hub", "urllib3", "docker", "filelock")
+
+
+class ProgressAwareHandler(logging.StreamHandler):
+    """Writes each line through ``tqdm.write``: a progress bar on the terminal (the weights download) is
+    cleared, the line written, and the bar redrawn below it, so lines and bars never share a line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # logging must never raise
+            self.handleError(record)
+
+
 def configure_logging(*, level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     """One stderr handler on the root logger; uvicorn must then run with ``log_config=None``."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}; use one of {', '.join(LOG_FORMATS)}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = ProgressAwareHandler(sys.stderr)
     handler.setFormatter(LineFormatter(json_lines=fmt == "json", secrets=secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    if level.lower() != "debug":
-        # httpx logs every TGI call at INFO; the per-request line already says what happened
-        for noisy in ("httpx", "httpcore"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet = level.lower() != "debug"
+    for noisy in NOISY_LOGGERS:
+        logger = logging.getLogger(noisy)
+        logger.setLevel(logging.WARNING if quiet else logging.NOTSET)
+        # a library's own handler (huggingface_hub installs one) would print its lines a second time, in its format
+        for own in list(logger.handlers):
+            logger.removeHandler(own)
+        logger.propagate = True
