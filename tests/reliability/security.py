@@ -131,7 +131,7 @@ def check_body_limit(url: str, report: Report) -> None:
 
 def check_docker_args(report: Report) -> None:
     """Hostile model ids and launcher arguments stay single argv elements; nothing goes through a shell."""
-    from tgi.launch.launcher import LaunchSpec
+    from tgi.launch.spec import LaunchSpec
 
     hostile = ["meetkai/functionary; rm -rf /", "meetkai/functionary small v3", "$(touch /tmp/pwned)",
                "`id`", "a && b | c > d", "--entrypoint=/bin/sh", "../../etc/passwd", "x\ny"]

@@ -15,7 +15,7 @@ from openai import OpenAI
 
 from server_tgi import settings_from_args
 from tests.server.gateway_proc import start_gateway
-from tgi.launch.launcher import LaunchSpec
+from tgi.launch.spec import LaunchSpec
 from tgi.launch.replicas import replica_groups
 
 USER = [{"role": "user", "content": "Weather in Istanbul?"}]

@@ -21,7 +21,7 @@ import docker.errors
 import pytest
 
 from tgi.launch.docker_image import DEFAULT_EMULATOR, TEST_LABEL, ensure_image
-from tgi.launch.launcher import LaunchSpec
+from tgi.launch.spec import LaunchSpec
 
 RUN_ID = uuid.uuid4().hex[:12]
 TEST_LABELS = ((TEST_LABEL, RUN_ID),)

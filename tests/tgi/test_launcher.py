@@ -31,21 +31,23 @@ from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
     make_spec,
     model_dir,
 )
-from tgi.launch.launcher import (
+from tgi.launch.errors import (
+    ContainerConflictError,
+    DockerUnavailableError,
+    GPURuntimeError,
+    ImagePullError,
+    PortInUseError,
+    TGIExitedError,
+    TGIStartupTimeoutError,
+)
+from tgi.launch.launcher import launch_tgi
+from tgi.launch.spec import (
     DEFAULT_TGI_IMAGE,
     LABEL_GATEWAY,
     LABEL_IMAGE,
     LABEL_MODEL,
     LABEL_REVISION,
-    ContainerConflictError,
-    DockerUnavailableError,
-    GPURuntimeError,
-    ImagePullError,
     LaunchSpec,
-    PortInUseError,
-    TGIExitedError,
-    TGIStartupTimeoutError,
-    launch_tgi,
     parse_gpus,
     publish_address,
 )
@@ -301,7 +303,8 @@ async def test_docker_unreachable_names_docker_host(model_dir, monkeypatch):
 _SIGNAL_DRIVER = """
 import asyncio, json, sys
 from pathlib import Path
-from tgi.launch.launcher import LaunchSpec, launch_tgi
+from tgi.launch.launcher import launch_tgi
+from tgi.launch.spec import LaunchSpec
 values = json.loads(sys.argv[1])
 values["model_dir"] = Path(values["model_dir"])
 values["extra_args"] = tuple(values["extra_args"])

@@ -46,7 +46,7 @@ class StartupError(GatewayError):
 
 
 def exit_code_for(exc: BaseException) -> int:
-    from tgi.launch.launcher import LaunchError, LaunchInterruptedError
+    from tgi.launch.errors import LaunchError, LaunchInterruptedError
     from tgi.launch.weights import WeightsError, WeightsInterruptedError
 
     if isinstance(exc, (LaunchInterruptedError, WeightsInterruptedError, KeyboardInterrupt, asyncio.CancelledError)):

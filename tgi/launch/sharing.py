@@ -93,7 +93,7 @@ async def our_container_on(endpoint: str, *, timeout: float = 3.0) -> str | None
     def find() -> str | None:
         import docker
 
-        from tgi.launch.launcher import GATEWAY_VALUE, LABEL_GATEWAY, LABEL_HOST_PORT
+        from tgi.launch.spec import GATEWAY_VALUE, LABEL_GATEWAY, LABEL_HOST_PORT
 
         client = docker.from_env(timeout=timeout)
         try:

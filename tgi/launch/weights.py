@@ -49,7 +49,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 from functionary.errors import GatewayError
-from tgi.launch.launcher import cancel_on_signals, only_signals_cancelled
+from tgi.launch.signals import cancel_on_signals, only_signals_cancelled
 
 # What TGI reads from a model directory.
 WEIGHT_FILES: tuple[str, ...] = (
