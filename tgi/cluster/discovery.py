@@ -24,6 +24,8 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
+from tgi.cluster.pool import stop_task
+
 log = logging.getLogger("gateway.discovery")
 
 __all__ = ["DnsDiscovery", "Resolve", "lookup_urls", "parse_dns_url", "resolve_addresses", "urls_for"]
@@ -88,9 +90,7 @@ class DnsDiscovery:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
 
     async def lookup(self) -> list[str] | None:
         """The endpoint URLs the name stands for now; None when the lookup failed."""

@@ -44,10 +44,17 @@ from tgi.protocol.errors import UpstreamError, UpstreamGenerationError, Upstream
 
 log = logging.getLogger("gateway.pool")
 
-__all__ = ["EndpointPool", "EndpointStats", "lost_endpoint", "same_model"]
+__all__ = ["EndpointPool", "EndpointStats", "lost_endpoint", "same_model", "stop_task"]
 
 # Client-side codes for a connection that broke or went silent: the endpoint, not the request, failed.
 _TRANSPORT_CODES = frozenset({"incomplete_generation_stream", "upstream_timeout"})
+
+
+async def stop_task(task: asyncio.Task | None) -> None:
+    """Cancel a background loop (health checks, DNS refresh) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass(slots=True, eq=False)  # compared and hashed by identity: a retry's "tried" set holds them
@@ -122,9 +129,7 @@ class EndpointPool:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
         owned = [e.client for e in (*self._endpoints, *self._draining) if e.owned]
         self._draining.clear()
         await asyncio.gather(*(c.aclose() for c in owned), *self._closing, return_exceptions=True)

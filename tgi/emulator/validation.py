@@ -23,6 +23,13 @@ def version_tuple(text: str) -> tuple:
     return tuple(int(part) for part in parts) + (0,) * (3 - len(parts))
 
 
+_FROM_ARGS = (
+    "max_best_of", "max_stop_sequences", "max_top_n_tokens", "max_client_batch_size", "max_total_tokens",
+    "max_input_tokens", "max_batch_prefill_tokens", "disable_grammar_support", "enable_prefill_logprobs",
+    "payload_limit", "api_key", "pipeline_tag",
+)
+
+
 class Limits:
     """Launcher settings fixed at start."""
 
@@ -30,18 +37,8 @@ class Limits:
         self.model_id = args.model_id
         self.version = args.tgi_version
         self.version_tuple = version_tuple(args.tgi_version)
-        self.max_best_of = args.max_best_of
-        self.max_stop_sequences = args.max_stop_sequences
-        self.max_top_n_tokens = args.max_top_n_tokens
-        self.max_client_batch_size = args.max_client_batch_size
-        self.max_total_tokens = args.max_total_tokens
-        self.max_input_tokens = args.max_input_tokens
-        self.max_batch_prefill_tokens = args.max_batch_prefill_tokens
-        self.disable_grammar_support = args.disable_grammar_support
-        self.enable_prefill_logprobs = args.enable_prefill_logprobs
-        self.payload_limit = args.payload_limit
-        self.api_key = args.api_key
-        self.pipeline_tag = args.pipeline_tag
+        for name in _FROM_ARGS:  # the launcher flags, under their own names
+            setattr(self, name, getattr(args, name))
         self.eos_texts = frozenset(args.eos_token or DEFAULT_EOS_TOKENS)
         self.default_eos = (args.eos_token or DEFAULT_EOS_TOKENS)[0]
         self.compute_type = os.environ.get("COMPUTE_TYPE", "gpu+optimized")

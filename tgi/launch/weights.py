@@ -123,22 +123,17 @@ async def ensure_weights(
     model: str, *, revision: str | None, cache_dir: Path, token: str | None, log: Log | None = None
 ) -> Path:
     """Host directory holding the weights of ``model`` (a local directory or a Hub id), fetching them if needed."""
-    local = _local_dir(model)
-    if local is not None:
+    if (local := _local_dir(model)) is not None:
         return local
-    target = local_dir_for(model, revision=revision, cache_dir=cache_dir)
-    log = log or _log.info
-    log(f"[weights] {model}{'@' + revision if revision else ''} → {target}")
-    path = await _snapshot(
-        model, revision=revision, local_dir=target, token=token, allow=WEIGHT_FILES, ignore=SKIPPED_FILES
-    )
+    path = await _fetch(model, revision=revision, cache_dir=cache_dir, token=token, log=log, allow=WEIGHT_FILES,
+                        ignore=SKIPPED_FILES, what=f"{model}{'@' + revision if revision else ''}")
     if not any(path.glob("*.safetensors")):
         raise WeightsNotFoundError(
             f"{model} has no .safetensors weights at the top of the repo; TGI loads safetensors from a "
             "read-only mount (convert the checkpoint, or pass a local directory that has them)",
             param="model",
         )
-    log(f"[weights] {model}: ready in {path}")
+    (log or _log.info)(f"[weights] {model}: ready in {path}")
     return path
 
 
@@ -146,15 +141,17 @@ async def fetch_tokenizer_files(
     model: str, *, revision: str | None, cache_dir: Path, token: str | None, log: Log | None = None
 ) -> Path:
     """Directory with the tokenizer and config files of ``model`` only (for attaching to a running TGI)."""
-    local = _local_dir(model)
-    if local is not None:
+    if (local := _local_dir(model)) is not None:
         return local
+    return await _fetch(model, revision=revision, cache_dir=cache_dir, token=token, log=log, allow=TOKENIZER_FILES,
+                        ignore=_TOKENIZER_SKIPPED, what=f"tokenizer and config of {model}")
+
+
+async def _fetch(model: str, *, revision: str | None, cache_dir: Path, token: str | None, log: Log | None,
+                 allow, ignore, what: str) -> Path:
     target = local_dir_for(model, revision=revision, cache_dir=cache_dir)
-    log = log or _log.info
-    log(f"[weights] tokenizer and config of {model} → {target}")
-    return await _snapshot(
-        model, revision=revision, local_dir=target, token=token, allow=TOKENIZER_FILES, ignore=_TOKENIZER_SKIPPED
-    )
+    (log or _log.info)(f"[weights] {what} → {target}")
+    return await _snapshot(model, revision=revision, local_dir=target, token=token, allow=allow, ignore=ignore)
 
 
 def _local_dir(model: str) -> Path | None:
