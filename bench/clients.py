@@ -41,7 +41,7 @@ def text_generation_python() -> tuple[str | None, str]:
 
 def compare(*, quick: bool = False) -> dict:
     sys.path[:0] = [str(ROOT)]
-    from tests.tgi.emulator_proc import start_emulator
+    from tests.support.emulator_proc import start_emulator
 
     requests = 100 if quick else 500
     tg_python, tg_note = text_generation_python()

@@ -26,9 +26,9 @@ from pathlib import Path
 from openai import OpenAI
 
 from functionary.templates import get_template
-from tests.model_fixture import make_model_dir
-from tests.server.gateway_proc import start_gateway
-from tests.tgi.emulator_proc import start_emulator
+from tests.support.model_fixture import make_model_dir
+from tests.support.gateway_proc import start_gateway
+from tests.support.emulator_proc import start_emulator
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city", "parameters": {

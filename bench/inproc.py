@@ -26,7 +26,7 @@ from tgi.emulator.replies import tokens_from_text
 from tgi.pipeline.params import Limits
 from tgi.api.runtime import token_counter
 from tgi.protocol.sse import SSEDecoder
-from tests.model_fixture import make_model_dir
+from tests.support.model_fixture import make_model_dir
 
 
 def cycled(events: list[bytes], tokens: int) -> list[bytes]:

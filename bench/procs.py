@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from functionary.templates import get_template
-from tests.model_fixture import make_model_dir
-from tests.server.gateway_proc import GatewayHandle, start_gateway
-from tests.tgi.emulator_proc import EmulatorHandle, start_emulator
+from tests.support.model_fixture import make_model_dir
+from tests.support.gateway_proc import GatewayHandle, start_gateway
+from tests.support.emulator_proc import EmulatorHandle, start_emulator
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")

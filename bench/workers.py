@@ -26,9 +26,9 @@ from bench import workload  # noqa: E402
 from bench.loadgen import Target, run_closed_loop  # noqa: E402
 from bench.procs import cpu_seconds  # noqa: E402
 from functionary.templates import get_template  # noqa: E402
-from tests.model_fixture import make_model_dir  # noqa: E402
-from tests.server.gateway_proc import start_gateway  # noqa: E402
-from tests.tgi.emulator_proc import start_emulator  # noqa: E402
+from tests.support.model_fixture import make_model_dir  # noqa: E402
+from tests.support.gateway_proc import start_gateway  # noqa: E402
+from tests.support.emulator_proc import start_emulator  # noqa: E402
 
 TEMPLATE = "v3.llama3"
 

@@ -36,8 +36,8 @@ from tests.reliability.stack import (
     openai_error_problem,
     unexpected_errors,
 )
-from tests.server.gateway_proc import start_gateway
-from tests.tgi.emulator_proc import EmulatorHandle, free_port
+from tests.support.gateway_proc import start_gateway
+from tests.support.emulator_proc import EmulatorHandle, free_port
 
 REQUEST_TIMEOUT = 3.0  # the gateway's --request-timeout in this suite
 HANG_MARGIN = 4.0  # an answer later than its bound + this is a hang

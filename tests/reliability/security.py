@@ -152,10 +152,11 @@ def check_docker_args(report: Report) -> None:
                   and ".." not in spec.container_model_path.split("/"))
             report.check(ok, f"docker args for model {model!r}: {args} name {kwargs['name']!r}")
     offenders = []
-    for path in Path(__file__).resolve().parents[2].joinpath("tgi").glob("*.py"):
+    root = Path(__file__).resolve().parents[2]
+    for path in root.joinpath("tgi").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         if "shell=True" in text or "os.system(" in text or "os.popen(" in text:
-            offenders.append(path.name)
+            offenders.append(str(path.relative_to(root)))
     report.check(not offenders, f"shell use in tgi/: {offenders}")
 
 

@@ -20,16 +20,16 @@ from pathlib import Path
 import httpx
 
 from functionary.templates import get_template
-from tests.model_fixture import make_model_dir
-from tests.server.gateway_proc import GatewayHandle, start_gateway
-from tests.tgi.emulator_proc import EMULATOR_HOME, EmulatorHandle, emulator_args, emulator_command, start_emulator
+from tests.support.model_fixture import make_model_dir
+from tests.support.gateway_proc import GatewayHandle, start_gateway
+from tests.support.emulator_proc import EMULATOR_HOME, EmulatorHandle, emulator_args, emulator_command, start_emulator
 
 CHAT = "/v1/chat/completions"
 VERSION = "v3.llama3"
 MODEL_NAME = "functionary"
 USER = [{"role": "user", "content": "hi"}]
 EOT = {"text": "<|eot_id|>", "special": True}
-# the tiny test tokenizer makes many tokens of a long tools prompt: give it room, as tests/server does
+# the tiny test tokenizer makes many tokens of a long tools prompt: give it room, as tests/tgi/api does
 EMULATOR_LIMITS = {"max_total_tokens": 65536, "max_input_tokens": 60000}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.reliability import security
 from tests.reliability.conftest import assert_clean
-from tests.tgi.docker_fixtures import cleanup, docker_client, emulator_image, make_spec  # noqa: F401  (fixtures)
+from tests.support.docker_fixtures import cleanup, docker_client, emulator_image, make_spec  # noqa: F401  (fixtures)
 
 
 def test_key_comparison_is_constant_time(report) -> None:

@@ -1,6 +1,6 @@
-"""Emulator fixtures for tests/tgi; they live in ``tests.tgi.emulator_proc`` so any conftest can import them:
+"""Emulator fixtures for tests/tgi; they live in ``tests.support.emulator_proc`` so any conftest can import them:
 
-    from tests.tgi.emulator_proc import emulator_fixture, shared_emulator_fixture, start_emulator_fixture  # noqa
+    from tests.support.emulator_proc import emulator_fixture, shared_emulator_fixture, start_emulator_fixture  # noqa
 
 (``pytest_plugins = [...]`` is refused by pytest outside the root conftest.)
 
@@ -11,4 +11,4 @@
   behaviour: ``startup_delay``, ``crash_on_start``, limits, ``script``); stopped after the test.
 """
 
-from tests.tgi.emulator_proc import emulator_fixture, shared_emulator_fixture, start_emulator_fixture  # noqa: F401
+from tests.support.emulator_proc import emulator_fixture, shared_emulator_fixture, start_emulator_fixture  # noqa: F401

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.gateway_proc import free_port, start_gateway
-from tests.tgi.hub_mirror import HubMirror
+from tests.support.gateway_proc import free_port, start_gateway
+from tests.support.hub_mirror import HubMirror
 from tgi.api.startup import EXIT_ENDPOINT, EXIT_LISTEN, EXIT_MODEL, EXIT_USAGE
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 
 

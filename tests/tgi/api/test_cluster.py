@@ -19,8 +19,8 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from server_tgi import settings_from_args
-from tests.server.gateway_proc import start_gateway
-from tests.tgi.emulator_proc import EMULATOR_HOME, EmulatorHandle, emulator_args, emulator_command, free_port
+from tests.support.gateway_proc import start_gateway
+from tests.support.emulator_proc import EMULATOR_HOME, EmulatorHandle, emulator_args, emulator_command, free_port
 
 USER = [{"role": "user", "content": "Weather in Istanbul?"}]
 WEATHER = {"type": "function", "function": {

@@ -1,5 +1,5 @@
 """Scale: ``--workers`` (one port, several processes, /metrics summed), ``--endpoint-dns`` through the real
-gateway process, and the CLI of ``--replicas`` (the launch itself: tests/tgi/test_replicas_e2e.py)."""
+gateway process, and the CLI of ``--replicas`` (the launch itself: tests/tgi/launch/test_replicas_e2e.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from openai import OpenAI
 
 from server_tgi import settings_from_args
-from tests.server.gateway_proc import start_gateway
+from tests.support.gateway_proc import start_gateway
 from tgi.launch.spec import LaunchSpec
 from tgi.launch.replicas import replica_groups
 
@@ -128,7 +128,7 @@ def test_replica_flags() -> None:
 
 
 def test_emulator_mode_with_workers_starts_one_emulator(model_dirs) -> None:
-    from tests.tgi.emulator_proc import free_port
+    from tests.support.emulator_proc import free_port
 
     tgi = f"http://127.0.0.1:{free_port()}"
     args = ["--model", str(model_dirs("v3.llama3")), "--prompt-template", "v3.llama3", "--emulator",

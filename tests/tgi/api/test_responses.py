@@ -11,7 +11,7 @@ import httpx
 import pytest
 from openai import APIStatusError, BadRequestError, NotFoundError, OpenAI
 
-from tests.server.test_openai_e2e import EOT, words
+from tests.tgi.api.test_openai_e2e import EOT, words
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from functionary.errors import GatewayError
-from tests.tgi.emulator_proc import free_port
+from tests.support.emulator_proc import free_port
 from tgi.protocol.client import TGIClient
 from tgi.protocol.errors import (
     UpstreamContextLengthError,

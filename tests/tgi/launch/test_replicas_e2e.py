@@ -10,14 +10,14 @@ import time
 
 import httpx
 
-from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
+from tests.support.docker_fixtures import (  # noqa: F401 - fixtures
     cleanup,
     containers_of_this_run,
     docker_client,
     emulator_image,
     free_port,
 )
-from tests.tgi.test_launch_e2e import chat, functionary_dir, gateways, launch_args  # noqa: F401 - fixtures
+from tests.tgi.launch.test_launch_e2e import chat, functionary_dir, gateways, launch_args  # noqa: F401 - fixtures
 
 
 def two_free_ports() -> int:

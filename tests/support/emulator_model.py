@@ -1,9 +1,9 @@
 """Model directories for the emulator's model mode (``--model-dir``): the tiny trained BPE tokenizer of
-``tests/model_fixture.py`` with a template family's special tokens, plus ``emulator_model.json`` (see
+``tests/support/model_fixture.py`` with a template family's special tokens, plus ``emulator_model.json`` (see
 ``tgi/emulator/model.py``). Usage::
 
-    from tests.tgi.emulator_model import make_emulator_model_dir, rule
-    from tests.tgi.emulator_proc import start_model_emulator
+    from tests.support.emulator_model import make_emulator_model_dir, rule
+    from tests.support.emulator_proc import start_model_emulator
 
     model_dir = make_emulator_model_dir(tmp_path / "m", "v3-llama3.1", rules=[
         rule("<|start_header_id|>assistant<|end_header_id|>\\n\\n",
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from functionary.templates import get_template
-from tests.model_fixture import make_model_dir
+from tests.support.model_fixture import make_model_dir
 
 # Lines that teach the tiny tokenizer the markup of tool calls and JSON (keys, quotes, braces).
 TOOL_CORPUS = (

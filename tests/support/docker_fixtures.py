@@ -80,7 +80,7 @@ def cleanup(docker_client):
 
 @pytest.fixture
 def model_dir(tmp_path) -> Path:
-    from tests.model_fixture import make_model_dir
+    from tests.support.model_fixture import make_model_dir
 
     return make_model_dir(tmp_path / "tiny-functionary")
 

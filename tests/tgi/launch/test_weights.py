@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.tgi.hub_mirror import (
+from tests.support.hub_mirror import (
     EXPECTED_TOKENIZER_FILES,
     EXPECTED_WEIGHT_FILES,
     HubMirror,
@@ -29,7 +29,7 @@ from tests.tgi.hub_mirror import (
 )
 from tgi.launch.weights import local_dir_for
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 MODEL = "acme/tiny-functionary"
 MIB = 1024 * 1024
 

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 
 import pytest
 
-from tests.tgi.emulator_proc import free_port
+from tests.support.emulator_proc import free_port
 from tgi.protocol.client import TGIClient
 from tgi.protocol.errors import (
     UpstreamGenerationError,

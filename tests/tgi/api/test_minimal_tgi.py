@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from openai import OpenAI
 
-from tests.server.gateway_proc import start_gateway
+from tests.support.gateway_proc import start_gateway
 
 
 class _Stub(BaseHTTPRequestHandler):

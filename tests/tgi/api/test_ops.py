@@ -14,7 +14,7 @@ import pytest
 from openai import OpenAI
 
 from server_tgi import settings_from_args
-from tests.server.gateway_proc import start_gateway
+from tests.support.gateway_proc import start_gateway
 from tgi.ops.logs import LineFormatter
 
 CHAT = "/v1/chat/completions"

@@ -1,5 +1,5 @@
 """Start the gateway (``server_tgi.py``) as a real process on 127.0.0.1, the way users run it (with its
-defaults: ``--grammar off``, so a scripted answer is one TGI request; tests/server/test_grammar.py asks for
+defaults: ``--grammar off``, so a scripted answer is one TGI request; tests/tgi/api/test_grammar_e2e.py asks for
 ``--grammar auto``)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.tgi.emulator_proc import free_port
+from tests.support.emulator_proc import free_port
 
 SERVER = Path(__file__).resolve().parents[2] / "server_tgi.py"
 

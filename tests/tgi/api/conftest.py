@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from functionary.templates import get_template
-from tests.model_fixture import make_model_dir
-from tests.server.gateway_proc import GatewayHandle, start_gateway
+from tests.support.model_fixture import make_model_dir
+from tests.support.gateway_proc import GatewayHandle, start_gateway
 
-from tests.tgi.emulator_proc import emulator_fixture, start_emulator_fixture  # noqa: F401  (fixtures)
-from tests.tgi.emulator_proc import start_emulator as _start_emulator
+from tests.support.emulator_proc import emulator_fixture, start_emulator_fixture  # noqa: F401  (fixtures)
+from tests.support.emulator_proc import start_emulator as _start_emulator
 
 
 @pytest.fixture(scope="session")

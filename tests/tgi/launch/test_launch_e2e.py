@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
+from tests.support.docker_fixtures import (  # noqa: F401 - fixtures
     RUN_ID,
     cleanup,
     containers_of_this_run,
@@ -27,11 +27,11 @@ from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
     emulator_image,
     free_port,
 )
-from tests.tgi.hub_mirror import HubMirror, Repo, write_safetensors
+from tests.support.hub_mirror import HubMirror, Repo, write_safetensors
 from tgi.launch.docker_image import TEST_LABEL
 from tgi.api.startup import EXIT_ENDPOINT, EXIT_LAUNCH
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LLAMA31_SPECIALS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>")
 
 
@@ -102,7 +102,7 @@ def gateways():
 
 @pytest.fixture(scope="module")
 def functionary_dir(tmp_path_factory) -> Path:
-    from tests.model_fixture import make_model_dir
+    from tests.support.model_fixture import make_model_dir
 
     return make_model_dir(tmp_path_factory.mktemp("models") / "tiny-functionary", special_tokens=LLAMA31_SPECIALS)
 

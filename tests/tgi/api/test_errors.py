@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.server.gateway_proc import start_gateway
+from tests.support.gateway_proc import start_gateway
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
@@ -58,7 +58,7 @@ def test_context_length_checked_before_tgi(gw, emulator) -> None:
 
 
 def test_tgi_validation_is_400(gw, emulator) -> None:
-    # TGI's own validation refusal (the gateway checks top_logprobs itself now: tests/server/test_contract.py)
+    # TGI's own validation refusal (the gateway checks top_logprobs itself now: tests/tgi/api/test_contract.py)
     emulator.script([{"error": {"error": "Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 9",
                                 "error_type": "validation"}}])
     assert_openai_error(post(gw, {"messages": USER}), 400)

@@ -12,7 +12,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.server.test_openai_e2e import EOT, PRICE, USER, WEATHER, words
+from tests.tgi.api.test_openai_e2e import EOT, PRICE, USER, WEATHER, words
 
 CHAT = "/v1/chat/completions"
 MODES = pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])

@@ -2,11 +2,11 @@
 
 Fixtures (``shared_emulator``, ``emulator``, ``start_emulator``): import them into a conftest with
 
-    from tests.tgi.emulator_proc import emulator_fixture, shared_emulator_fixture, start_emulator_fixture  # noqa
+    from tests.support.emulator_proc import emulator_fixture, shared_emulator_fixture, start_emulator_fixture  # noqa
 
 (``pytest_plugins`` only works in the root conftest). Helpers, usable anywhere:
 
-    from tests.tgi.emulator_proc import start_emulator
+    from tests.support.emulator_proc import start_emulator
 
     with start_emulator(token_delay=0.01, max_total_tokens=512) as tgi:
         tgi.script([{"text": "Hi!<|eot_id|>"}])
@@ -14,14 +14,14 @@ Fixtures (``shared_emulator``, ``emulator``, ``start_emulator``): import them in
         assert tgi.state()["cancelled"] == 0
 
 Model mode (a real tokenizer, a greedy rule-driven model, grammars masked with outlines-core, see
-``tgi/emulator/model.py``): build a directory with ``tests.tgi.emulator_model.make_emulator_model_dir`` and
+``tgi/emulator/model.py``): build a directory with ``tests.support.emulator_model.make_emulator_model_dir`` and
 start it with ``start_model_emulator(model_dir, **switches)`` (or the ``start_emulator`` fixture with
 ``model_dir=...``); ``tgi.model_rules([...])`` replaces its rules at run time, ``tgi.reset()`` puts back the
 file's.
 
 Keyword switches become CLI flags (``max_total_tokens=512`` -> ``--max-total-tokens 512``; ``True`` -> a bare
 flag; ``None``/``False`` -> left out; a list -> the flag repeated). The emulator runs as ``python -m emulator`` from
-``tests/tgi/emulator_home`` (a link to ``tgi/emulator``), the way the Docker image runs it, so it proves the
+``tests/support/emulator_home`` (a link to ``tgi/emulator``), the way the Docker image runs it, so it proves the
 package imports nothing from the project. Control helpers are
 synchronous (they talk to another process, so calling them from async tests only blocks for a moment).
 ``TGI_EMULATOR_PYTHON=/usr/bin/python3`` runs the emulator with another interpreter than the tests'.
@@ -195,7 +195,7 @@ def start_emulator(*, wait: bool = True, extra_args: list[str] | tuple[str, ...]
 
 
 def start_model_emulator(model_dir: Path | str, **switches: object):
-    """``start_emulator`` in model mode over ``model_dir`` (see tests/tgi/emulator_model.py)."""
+    """``start_emulator`` in model mode over ``model_dir`` (see tests/support/emulator_model.py)."""
     switches.setdefault("max_total_tokens", 65536)
     switches.setdefault("max_input_tokens", 60000)
     return start_emulator(model_dir=str(Path(model_dir).resolve()), **switches)

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from openai import OpenAI
 
-from tests.server.gateway_proc import start_gateway
+from tests.support.gateway_proc import start_gateway
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]},
                                             "days": {"type": "integer", "minimum": 1, "maximum": 7}},
@@ -27,7 +27,7 @@ TOOLS = [
 ]
 SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
-AUTO = ("--grammar", "auto")  # the test gateways run with --grammar off unless told (tests/server/gateway_proc.py)
+AUTO = ("--grammar", "auto")  # the test gateways run with --grammar off unless told (tests/support/gateway_proc.py)
 VERSIONS = ["v3.llama3", "v3-llama3.1", "qwen2.5-text-only"]
 EOS = {"v3.llama3": "<|eot_id|>", "v3-llama3.1": "<|eom_id|>", "qwen2.5-text-only": "<|im_end|>"}
 

@@ -12,8 +12,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from functionary.templates import TEMPLATES
-from tests.tgi.emulator_model import make_emulator_model_dir, rule
-from tests.tgi.emulator_proc import start_model_emulator
+from tests.support.emulator_model import make_emulator_model_dir, rule
+from tests.support.emulator_proc import start_model_emulator
 
 ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 PROMPT = "<|start_header_id|>user<|end_header_id|>\n\nWeather in Istanbul?<|eot_id|>" + ASSISTANT

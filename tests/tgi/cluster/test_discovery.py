@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack, aclosing
 
 import pytest
 
-from tests.tgi.emulator_proc import free_port, start_emulator
+from tests.support.emulator_proc import free_port, start_emulator
 from tgi.cluster.discovery import DnsDiscovery, parse_dns_url, resolve_addresses, urls_for
 from tgi.cluster.pool import EndpointPool
 from tgi.protocol.client import TGIClient

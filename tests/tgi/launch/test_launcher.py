@@ -21,7 +21,7 @@ import docker.errors
 import httpx
 import pytest
 
-from tests.tgi.docker_fixtures import (  # noqa: F401 - fixtures
+from tests.support.docker_fixtures import (  # noqa: F401 - fixtures
     TEST_LABELS,
     LocalRegistry,
     cleanup,
@@ -52,7 +52,7 @@ from tgi.launch.spec import (
     publish_address,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 # --- pure helpers ---------------------------------------------------------------------------------

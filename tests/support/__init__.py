@@ -1,0 +1,1 @@
+"""Test support shared by every suite: the emulator and gateway processes, a tiny model directory, Docker fixtures, a local Hub mirror."""
