@@ -75,7 +75,7 @@ class Settings:
     launcher_args: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
     request_timeout: float | None = 600.0
-    grammar: str = "off"  # off | auto | on: TGI grammars for tool arguments and response_format (docs/grammar.md)
+    grammar: str = "auto"  # auto | on | off: which requests get a whole-turn TGI grammar (docs/grammar.md)
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
     # cluster and operations (README "Cluster and operations")
@@ -143,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "max_body_bytes", type=int, default=8 * 1024 * 1024)
     _flag(p, "request_timeout", type=float, default=600.0,
           help="seconds a chat request may take in all; then it ends with an OpenAI error (0 = no limit)")
-    _flag(p, "grammar", choices=("auto", "on", "off"), default="off",
-          help="constrain tool arguments and response_format with TGI grammars: auto = when TGI accepts them")
+    _flag(p, "grammar", choices=("auto", "on", "off"), default="auto",
+          help="auto: a request that asks for a guarantee (tool_choice required/named, strict tools, "
+               "response_format, parallel_tool_calls false) gets one TGI request under a regex of the whole "
+               "answer; on: every request with tools; off: never (the promises are then best effort)")
     _flag(p, "cors_origin", action="append", default=None,
           help="browser origin allowed to call the API (repeatable; * for any); default: no CORS headers")
     _flag(p, "log_level", default="info")

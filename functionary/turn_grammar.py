@@ -27,7 +27,7 @@ from functionary.templates.base import PreparedRequest, PromptTemplate
 from functionary.turn_syntax import NAME, TurnSyntax
 
 __all__ = [
-    "FREE", "CallRule", "TurnSpec", "avoid_regex", "escape", "response_regex", "schema_regex",
+    "FREE", "CallRule", "TurnSpec", "avoid_regex", "escape", "response_regex", "response_schema", "schema_regex",
     "turn_regex", "turn_spec", "whole_turn_regex",
 ]
 
@@ -186,10 +186,21 @@ def _arguments_regex(parameters: Any, *, param: str) -> str:
 
 def response_regex(fmt: ResponseFormat | None) -> str | None:
     """The regex of the answer for ``response_format``; ``None`` for text. Malformed formats are a 400."""
+    schema = response_schema(fmt)
+    if schema is None:
+        return None
+    if schema is True:
+        return ANY_OBJECT
+    return schema_regex(schema, param="response_format.json_schema.schema")
+
+
+def response_schema(fmt: ResponseFormat | None) -> dict | bool | None:
+    """The schema ``response_format`` asks for (``True``: any object; ``None``: text); a malformed one is a 400
+    (checked whether or not grammars are used)."""
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_object":
-        return ANY_OBJECT
+        return True
     spec = fmt.json_schema
     if not isinstance(spec, dict):
         raise InvalidRequestError(
@@ -197,12 +208,12 @@ def response_regex(fmt: ResponseFormat | None) -> str | None:
         )
     schema = spec.get("schema")
     if schema is None:
-        return ANY_OBJECT
+        return True
     if not isinstance(schema, dict):
         raise InvalidRequestError(
             "'response_format.json_schema.schema' must be a JSON Schema object", param="response_format.json_schema"
         )
-    return schema_regex(schema, param="response_format.json_schema.schema")
+    return schema
 
 
 # -- what a request asks for ----------------------------------------------------------------------

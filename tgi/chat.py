@@ -22,10 +22,9 @@ from functionary.errors import GatewayError
 from functionary.openai_types import ChatCompletionRequest, Delta
 from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
-from functionary.templates.base import ParsedOutput, PreparedRequest, PromptTemplate
-from tgi.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError
-from tgi.grammar import GrammarPlan, GrammarSupport, plan_grammar
-from tgi.guided import GuidedGeneration
+from functionary.templates.base import PreparedRequest, PromptTemplate
+from tgi.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError, UpstreamValidationError
+from tgi.grammar import GRAMMAR_TOKEN_LIMIT, GrammarSupport, GrammarUnsupportedError, rejection_kind
 from tgi.metrics import RequestRecord
 from tgi.params import Limits, check_supported, generate_parameters, max_new_tokens, user_stops
 from tgi.pool import lost_endpoint
@@ -51,7 +50,6 @@ class Plan:
     logprobs: bool
     include_usage: bool
     record: RequestRecord | None = None  # ops: filled for the log line and /metrics (tgi/metrics.py)
-    grammar: GrammarPlan | None = None  # what TGI grammars constrain (tgi/grammar.py); None: one plain generation
 
 
 @dataclass(slots=True)
@@ -79,7 +77,7 @@ class ChatService:
         grammar: GrammarSupport | None = None,
     ) -> None:
         self.template = template
-        self.grammar = grammar if grammar is not None else GrammarSupport("off")
+        self.grammar = grammar if grammar is not None else GrammarSupport("auto")
         self.request_timeout = request_timeout  # seconds for a whole request (None = no limit)
         self.pool = pool
         self.limits = limits
@@ -101,6 +99,11 @@ class ChatService:
         new_tokens = max_new_tokens(request, prompt_tokens=prompt_tokens, limits=self.limits)
         tgi_stops = list(dict.fromkeys([*self._tgi_stops, *stops]))
         parameters = generate_parameters(request, new_tokens=new_tokens, stops=tgi_stops, limits=self.limits)
+        grammar = self.grammar.grammar_for(template=self.template, request=request, prepared=prepared)
+        if grammar is not None:  # one request, the whole answer under the grammar (docs/grammar.md)
+            parameters = parameters.model_copy(
+                update={"grammar": grammar, "max_new_tokens": min(parameters.max_new_tokens or new_tokens,
+                                                                   GRAMMAR_TOKEN_LIMIT)})
         return Plan(
             request_id=request_id,
             model=request.model or self.model_name,
@@ -114,8 +117,6 @@ class ChatService:
             logprobs=bool(request.logprobs),
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             record=record,
-            grammar=plan_grammar(prepared=prepared, response_format=request.response_format, template=self.template,
-                                 support=self.grammar),
         )
 
     def _body(self, plan: Plan, index: int) -> GenerateRequest:
@@ -129,15 +130,10 @@ class ChatService:
     async def _choice(self, plan: Plan, index: int) -> AsyncIterator[ChoiceResult]:
         """Yields one ChoiceResult per TGI event that produced something, the last one carrying
         the finish reason and token counts."""
-        if plan.grammar is not None:
-            async with aclosing(self._guided_choice(plan, index)) as results:
-                async for out in results:
-                    yield out
-            return
         parser = self.template.stream_parser(plan.prepared)
         assembler = DeltaAssembler(plan.prepared)
         trimmer = StopTrimmer(plan.stops)
-        async with aclosing(self.pool.generate_stream(self._body(plan, index), record=plan.record)) as events:
+        async with aclosing(self._generate(plan, index, buffered=False)) as events:
             async for event in events:
                 out = ChoiceResult()
                 text = trimmer.feed(_model_text(event))
@@ -194,7 +190,7 @@ class ChatService:
 
     async def _collect_retried(self, plan: Plan, index: int):
         """pool: the client sees nothing before the end, so a choice whose endpoint was lost midway (which the
-        pool could not retry: a guided segment) is run once more; the pool routes around the lost endpoint."""
+        pool could not retry) is run once more; the pool routes around the lost endpoint."""
         try:
             return await self._collect(plan, index)
         except UpstreamError as exc:
@@ -205,15 +201,12 @@ class ChatService:
     async def _collect(self, plan: Plan, index: int):
         # The complete answer is the full parse of the same text the stream would carry: the
         # parsers guarantee that both agree.
-        if plan.grammar is not None:
-            return await self._guided_collect(plan, index)
         trimmer = StopTrimmer(plan.stops)
         parts: list[str] = []
         logprobs: list[dict] = []
         final = None
         # buffered: the client sees nothing before the end, so the pool may retry a dead endpoint mid-generation
-        stream = self.pool.generate_stream(self._body(plan, index), record=plan.record, buffered=True)
-        async with aclosing(stream) as events:
+        async with aclosing(self._generate(plan, index, buffered=True)) as events:
             async for event in events:
                 parts.append(trimmer.feed(_model_text(event)))
                 if plan.logprobs and not (event.token.special and event.details is not None):
@@ -237,52 +230,22 @@ class ChatService:
         completion_tokens = details.generated_tokens if details is not None else final.index
         return message, reason, logprobs, getattr(details, "input_length", None), completion_tokens
 
-    # -- guided by grammars (tgi/guided.py): the same results from several TGI generations ----
-
-    def _guided(self, plan: Plan, index: int, *, buffered: bool) -> GuidedGeneration:
-        return GuidedGeneration(
-            plan=plan.grammar, template=self.template, prepared=plan.prepared, prompt=plan.prompt,
-            parameters=self._body(plan, index).parameters, stops=plan.stops, pool=self.pool, support=self.grammar,
-            limits=self.limits, count_tokens=self.count_tokens, record=plan.record, buffered=buffered,
-        )
-
-    async def _guided_choice(self, plan: Plan, index: int) -> AsyncIterator[ChoiceResult]:
-        assembler = DeltaAssembler(plan.prepared)
-        async with aclosing(self._guided(plan, index, buffered=False).steps()) as steps:
-            async for step in steps:
-                out = ChoiceResult(deltas=assembler.deltas(step.events) if step.events else [])
-                event = step.token
-                if plan.logprobs and event is not None and not (event.token.special and event.details is not None):
-                    out.logprobs.append(_token_logprob(event))
-                if step.done:
-                    out.finish_reason = finish_reason(
-                        has_calls=assembler.has_calls, prepared=plan.prepared,
-                        stopped_on_length=step.finish_reason == "length",
-                    )
-                    out.prompt_tokens, out.completion_tokens = step.prompt_tokens, step.completion_tokens
-                    yield out
-                    return
-                if out.deltas or out.logprobs:
-                    yield out
-
-    async def _guided_collect(self, plan: Plan, index: int):
-        events: list = []
-        logprobs: list[dict] = []
-        last = None
-        async with aclosing(self._guided(plan, index, buffered=True).steps()) as steps:
-            async for step in steps:
-                events += step.events
-                event = step.token
-                if plan.logprobs and event is not None and not (event.token.special and event.details is not None):
-                    logprobs.append(_token_logprob(event))
-                last = step
-        parsed = ParsedOutput.from_events(events)
-        message = build_message(parsed, plan.prepared).model_dump(exclude_none=True)
-        message.setdefault("content", None)
-        reason = finish_reason(
-            has_calls=bool(parsed.tool_calls), prepared=plan.prepared, stopped_on_length=last.finish_reason == "length"
-        )
-        return message, reason, logprobs, last.prompt_tokens, last.completion_tokens
+    async def _generate(self, plan: Plan, index: int, *, buffered: bool):
+        """The TGI events of one choice. An endpoint that turns out to refuse grammars (not known at start-up)
+        is remembered, and the request gets the same 400 as where every endpoint refuses them."""
+        stream = self.pool.generate_stream(self._body(plan, index), record=plan.record, buffered=buffered)
+        try:
+            async with aclosing(stream) as events:
+                async for event in events:
+                    yield event
+        except UpstreamValidationError as exc:
+            if plan.parameters.grammar is None or rejection_kind(exc) != "unsupported":
+                raise
+            self.grammar.record(getattr(plan.record, "endpoint", None), False)
+            raise GrammarUnsupportedError(
+                "this request asks for a guarantee that needs a TGI grammar, and the TGI that took it refuses "
+                f"grammars (--disable-grammar-support): {exc.message}"
+            ) from exc
 
     # -- streaming --------------------------------------------------------------------------
 
