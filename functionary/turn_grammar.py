@@ -36,11 +36,12 @@ FREE = "free"  # TurnSpec.content: plain text, whatever the model writes
 
 @dataclass(frozen=True, slots=True)
 class CallRule:
-    """A callable tool: its name and the regex of its JSON arguments; ``code``: the code interpreter
-    (a family with a code syntax writes code instead of ``arguments``)."""
+    """A callable tool: its name and the regex of its JSON arguments (``None``: free, nothing was asked of
+    them but to be a call: any text up to the call's end); ``code``: the code interpreter (a family with a
+    code syntax writes code instead of ``arguments``)."""
 
     name: str
-    arguments: str
+    arguments: str | None
     code: bool = False
 
 
@@ -85,14 +86,17 @@ def _alt(items: list[str]) -> str:
     return items[0] if len(items) == 1 else "(?:" + "|".join(items) + ")"
 
 
-def avoid_regex(words: tuple[str, ...]) -> str:
-    """Any text that contains none of ``words``. Either one word of a repeated character (``>>>``) or
-    words that share a first character occurring nowhere else in them (``<function=``, ``<|python_tag|>``)."""
+def avoid_regex(words: tuple[str, ...], *, nonempty: bool = False) -> str:
+    """Any text that contains none of ``words`` and does not end with the beginning of one (so that an opener
+    the model writes after the text is never read as the text's end: see docs/grammar.md, "outlines-core's
+    index"). Either one word of a repeated character (``>>>``) or words that share a first character occurring
+    nowhere else in them (``<function=``, ``<|python_tag|>``)."""
+    repeat = "+" if nonempty else "*"
     if len(words) == 1 and len(set(words[0])) == 1:
         word = words[0]
         c, n = escape(word[0]), len(word)
         items = [f"{c * k}[^{_class(word[0])}]" for k in range(n)]
-        return f"(?:{'|'.join(items)})*(?:{c}){{0,{n - 1}}}"
+        return f"(?:{'|'.join(items)}){repeat}"
     first = words[0][0]
     if any(not w or w[0] != first or first in w[1:] for w in words):
         raise ValueError(f"cannot build a text regex avoiding {words!r}")
@@ -106,7 +110,7 @@ def avoid_regex(words: tuple[str, ...]) -> str:
     stay = _stay(trie)
     stop = c + (f"(?:{stay})?" if stay else "")  # ends inside a word's beginning; a new one follows
     leave = c + _leave(trie, first)  # a word's beginning, then a character that breaks it
-    return f"(?:[^{_class(first)}]|(?:{stop})*{leave})*(?:{stop})*"
+    return f"(?:[^{_class(first)}]|(?:{stop})*{leave}){repeat}"
 
 
 def _stay(node: dict) -> str:
@@ -175,7 +179,9 @@ def schema_regex(schema: Any, *, param: str) -> str:
 
 
 NO_ARGUMENTS = r"\{[ ]?\}"
-ANY_OBJECT = schema_regex({"type": "object"}, param="")  # nested objects and arrays, up to outlines' depth
+# Any object, nested as outlines-core allows: its DFA is costly to build (seconds), but it is one constant regex,
+# so TGI builds it once and caches it; only json_object answers use it (free arguments are cheaper, see CallRule).
+ANY_OBJECT = schema_regex({"type": "object"}, param="")
 
 
 def _arguments_regex(parameters: Any, *, param: str) -> str:
@@ -265,7 +271,7 @@ def turn_spec(request: ChatCompletionRequest, prepared: PreparedRequest, *, ever
         if forced or every or name in strict:
             arguments = _arguments_regex(fn.get("parameters"), param=paths.get(name, "tools"))
         else:
-            arguments = ANY_OBJECT  # the request asked nothing of these arguments but to be a call
+            arguments = None  # the request asked nothing of these arguments but to be a call
         calls.append(CallRule(name, arguments))
     content = None if forced else (answer if answer is not None else FREE)
     return TurnSpec(calls=tuple(calls), content=content, required=forced, parallel=not one_call)
@@ -294,41 +300,56 @@ Parts = list[tuple[bool, str]]  # (literal?, text or regex)
 
 
 def turn_regex(syntax: TurnSyntax, spec: TurnSpec) -> str:
-    """Alternatives (text, text then calls, calls), each from the prompt's end to the optional end
-    token, with the part the prompt already wrote (``syntax.tail``) cut off."""
+    """Alternatives (calls, text then calls, text), each from the prompt's end to its end token, with the part
+    the prompt already wrote (``syntax.tail``) cut off.
+
+    Two rules keep outlines-core's index (what TGI masks with) from refusing tokens of an answer that fits:
+    its DFA is leftmost-first, so an alternative that can match early (text) comes after the others; and a token
+    is refused when the answer was already complete one byte before the token's end, so complete answers occur
+    only at the true end: a text answer is never empty nor ends with the beginning of a call opener, and where
+    a family ends its turn with a token that is not the EOS (``text_end`` / ``calls_end``) that token is required.
+    """
     code_parts, calls = _code_rules(syntax, spec)
-    code = "".join(escape(t) if lit else t for lit, t in code_parts) if code_parts else None
-    groups = _grouped(calls)
-    single = _alt([_call(syntax, names, args) for names, args in groups] + ([code] if code and not _last(syntax) else []))
-    parallel = spec.parallel and syntax.max_calls != 1
-    more = f"(?:{syntax.call_sep}{single})*" if parallel else ""
-    tail_code = f"(?:{syntax.call_sep}{code})?" if code and _last(syntax) and parallel else ""
-    rest = more + tail_code + escape(syntax.calls_close)
+    groups = _grouped(syntax, calls)
+    rest = _more_calls(syntax, spec, groups, code_parts)
     firsts: list[Parts] = []
     for names, args in groups:
         before, after = syntax.call_open.split(NAME)
-        opening: Parts = [(True, before), (False, _alt([escape(n) for n in names])) if len(names) > 1 else (True, names[0])]
-        firsts.append(opening + [(True, after), (False, args), (True, syntax.call_close)])
+        name: tuple[bool, str] = (True, names[0]) if len(names) == 1 else (False, _alt([escape(n) for n in names]))
+        firsts.append([(True, before), name, (True, after), (False, args), (True, syntax.call_close)])
     if code_parts:
         firsts.append(code_parts)
-    alternatives: list[Parts] = []
     head: Parts = [(True, syntax.turn_open)]
-    if spec.content is not None:
-        body = avoid_regex(syntax.text_avoid) if spec.content == FREE else spec.content
-        text: Parts = head + [(True, syntax.text_open), (False, body)]
-        if not spec.required:
-            alternatives.append(text)
-        if spec.content == FREE:
-            alternatives += [text + [(True, syntax.text_sep + syntax.calls_open)] + f + [(False, rest)] for f in firsts]
-    alternatives += [head + [(True, syntax.calls_open)] + f + [(False, rest)] for f in firsts]
-    # a newline before the end token is common (parsers strip it); the end token itself is optional: in a
-    # final state TGI allows the EOS, which ends the answer as well
-    end = r"\n?" + (f"(?:{_alt([escape(e) for e in syntax.end])})?" if syntax.end else "")
-    kept = [_strip(parts, syntax.tail) for parts in alternatives]
-    kept = [k for k in kept if k is not None]
+    calls_end: Parts = [(False, rest), (False, _end(syntax.calls_end, syntax))]
+    alternatives: list[Parts] = [head + [(True, syntax.calls_open)] + f + calls_end for f in firsts]
+    if spec.content == FREE:
+        text: Parts = head + [(True, syntax.text_open), (False, avoid_regex(syntax.text_avoid))]
+        alternatives += [text + [(True, syntax.text_sep + syntax.calls_open)] + f + calls_end for f in firsts]
+    if spec.content is not None and not spec.required:
+        body = avoid_regex(syntax.text_avoid, nonempty=True) if spec.content == FREE else spec.content
+        alternatives.append(head + [(True, syntax.text_open), (False, body), (False, _end(syntax.text_end, syntax))])
+    kept = [k for k in (_strip(parts, syntax.tail) for parts in alternatives) if k is not None]
     if not kept:
         raise UnsupportedRequestError("the prompt's tool-choice prefix leaves no answer the request allows")
-    return _alt(list(dict.fromkeys(kept))) + end
+    return _alt(list(dict.fromkeys(kept)))
+
+
+def _more_calls(syntax: TurnSyntax, spec: TurnSpec, groups: list[tuple[list[str], str]], code_parts) -> str:
+    """What may follow the first call: more calls where parallel calls are allowed, then the calls' closing."""
+    code = "".join(escape(t) if lit else t for lit, t in code_parts) if code_parts else None
+    single = _alt([_call(syntax, names, args) for names, args in groups] + ([code] if code and not _last(syntax) else []))
+    parallel = spec.parallel and syntax.max_calls != 1
+    more = f"(?:{syntax.call_sep}{single})*" if parallel and groups else ""
+    tail_code = f"(?:{syntax.call_sep}{code})?" if code and _last(syntax) and parallel and groups else ""
+    return more + tail_code + escape(syntax.calls_close)
+
+
+def _end(mandatory: tuple[str, ...], syntax: TurnSyntax) -> str:
+    """A newline the model may put before the end (parsers strip it), then the end token: ``mandatory`` when the
+    family writes one that is never the tokenizer's EOS, else optional (in a final state TGI allows the EOS)."""
+    if mandatory:
+        return r"\n?" + _alt([escape(e) for e in mandatory])
+    return r"\n?" + (f"(?:{_alt([escape(e) for e in syntax.end])})?" if syntax.end else "")
 
 
 def _last(syntax: TurnSyntax) -> bool:
@@ -345,11 +366,14 @@ def _code_rules(syntax: TurnSyntax, spec: TurnSpec) -> tuple[Parts | None, list[
     return [(True, syntax.code_open), (False, body), (True, syntax.code_close)], calls
 
 
-def _grouped(calls: list[CallRule]) -> list[tuple[list[str], str]]:
+def _grouped(syntax: TurnSyntax, calls: list[CallRule]) -> list[tuple[list[str], str]]:
     """Tools with the same arguments regex share one alternative (the index stays small)."""
     groups: dict[str, list[str]] = {}
     for rule in calls:
-        names = groups.setdefault(rule.arguments, [])
+        arguments = rule.arguments
+        if arguments is None:
+            arguments = avoid_regex(syntax.args_avoid) if syntax.args_avoid else r"[\s\S]*"
+        names = groups.setdefault(arguments, [])
         if rule.name not in names:
             names.append(rule.name)
     return [(names, args) for args, names in groups.items()]

@@ -110,7 +110,7 @@ class FunctionTagGrammar:
         return TurnSyntax(
             tail=choice_prefix(prepared), text_avoid=(FUNCTION_OPEN, PYTHON_TAG),
             call_open=f"{FUNCTION_OPEN}{NAME}>", call_close=FUNCTION_CLOSE, code_open=PYTHON_TAG, code_body="rest",
-            end=self.end_tokens(),
+            args_avoid=(FUNCTION_CLOSE,), calls_end=("<|eom_id|>",), end=self.end_tokens(),
         )
 
 

@@ -122,7 +122,7 @@ class QwenFamilyTemplate(PromptTemplate):
         return TurnSyntax(
             tail=self.choice_prefix(prepared), text_avoid=(CALL_OPEN,),
             call_open=CALL_OPEN + '\n{"name": "' + NAME + '", "arguments": ', call_close="}\n" + CALL_CLOSE,
-            call_sep="\\n?", end=self.end_tokens(),
+            call_sep="\\n?", args_avoid=(CALL_CLOSE,), end=self.end_tokens(),
         )
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:

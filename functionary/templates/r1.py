@@ -125,7 +125,7 @@ class R1Template(PromptTemplate):
             tail=self.choice_prefix(prepared), text_avoid=(CALLS_BEGIN, CALL_BEGIN), calls_open=CALLS_BEGIN,
             calls_close=CALLS_END, call_open=f"{head}{NAME}\n```json\n", call_close=f"\n```{CALL_END}",
             code_open=f"{head}python\n```python\n", code_close=f"\n```{CALL_END}", code_body=("```",),
-            end=self.end_tokens(),
+            args_avoid=("```",), end=self.end_tokens(),
         )
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:

@@ -70,7 +70,8 @@ class V1Template(PromptTemplate):
         # one call per turn, after optional text; its arguments run to the end (END_OF_FUNCTION_CALL)
         return TurnSyntax(
             tail="", turn_open="\n", text_avoid=(START_CALL,), call_open=f"{START_CALL}{NAME}:\n",
-            code_open=f"{START_CALL}python:\n", code_body="rest", max_calls=1, end=self.end_tokens(),
+            code_open=f"{START_CALL}python:\n", code_body="rest", max_calls=1, text_end=(END_ASSISTANT,),
+            calls_end=(END_CALL,), end=self.end_tokens(),
         )
 
 

@@ -68,7 +68,7 @@ class V2Template(PromptTemplate):
         return TurnSyntax(
             tail=head + _choice_prefix(prepared.choice), text_open=f"{head}all\n{CONTENT}", text_avoid=(FROM, STOP),
             text_sep="\n", call_open=f"{head}{NAME}\n{CONTENT}", call_sep="\\n", code_open=f"{head}python\n{CONTENT}",
-            code_body=(FROM, STOP), end=self.end_tokens(),
+            code_body=(FROM, STOP), args_avoid=(FROM, STOP), text_end=(STOP,), calls_end=(STOP,), end=self.end_tokens(),
         )
 
 

@@ -83,7 +83,7 @@ class V2Llama3Template(PromptTemplate):
         tail = SEP if choice.kind == "required" else f"{SEP}{choice.name}\n" if choice.kind == "named" else ""
         return TurnSyntax(
             tail=tail, text_avoid=(SEP,), call_open=f"{SEP}{NAME}\n", code_open=f"{SEP}python\n", code_body=(SEP,),
-            end=self.end_tokens(),
+            args_avoid=(SEP,), end=self.end_tokens(),
         )
 
 

@@ -94,7 +94,7 @@ class V3Llama3Template(PromptTemplate):
         return TurnSyntax(
             tail=SEPARATOR + self.choice_prefix(prepared), text_open=f"{SEPARATOR}all\n", text_avoid=(SEPARATOR,),
             call_open=f"{SEPARATOR}{NAME}\n", code_open=f"{SEPARATOR}python\n", code_body=(SEPARATOR,),
-            end=self.end_tokens(),
+            args_avoid=(SEPARATOR,), end=self.end_tokens(),
         )
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
