@@ -21,7 +21,7 @@ from functionary.stops import StopTrimmer
 from functionary.templates import get_template
 from tgi import chat as chat_module
 from tgi.client import _parse_event
-from tgi.emulator import tokens_from_text
+from tgi.emulator.replies import tokens_from_text
 from tgi.params import Limits
 from tgi.runtime import token_counter
 from tgi.sse import SSEDecoder

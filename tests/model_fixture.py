@@ -18,7 +18,9 @@ _CORPUS = [
 
 
 def make_model_dir(path: Path, *, special_tokens: tuple[str, ...] = (), bos: str | None = "<|begin_of_text|>",
-                   chat_template: str | None = None) -> Path:
+                   chat_template: str | None = None, eos: str | None = None,
+                   extra_corpus: tuple[str, ...] = ()) -> Path:
+    """``eos`` is written as tokenizer_config's ``eos_token``; ``extra_corpus`` adds training lines."""
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -26,7 +28,7 @@ def make_model_dir(path: Path, *, special_tokens: tuple[str, ...] = (), bos: str
     specials = list(dict.fromkeys(([bos] if bos else []) + list(special_tokens)))
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator((_CORPUS + list(extra_corpus)) * 4, trainer=trainer)
     if bos:
         from tokenizers.processors import TemplateProcessing
 
@@ -34,6 +36,8 @@ def make_model_dir(path: Path, *, special_tokens: tuple[str, ...] = (), bos: str
         tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, bos_id)])
     tokenizer.save(str(path / "tokenizer.json"))
     config: dict = {"bos_token": bos, "model_max_length": 8192}
+    if eos is not None:
+        config["eos_token"] = eos
     if chat_template is not None:
         config["chat_template"] = chat_template
     (path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")

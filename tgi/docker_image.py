@@ -7,7 +7,8 @@ No registry is needed. Two images are built:
 * ``functionary-tgi-emulator-base:bookworm-<hash>``: ``.deb`` files fetched with ``apt-get download``
   (the mirror comes from this machine's apt sources), unpacked with ``dpkg -x`` and ``docker import``-ed.
   Slow (a minute or two), built once.
-* ``functionary-tgi-emulator:<hash>``: the base plus a copy of ``tgi/emulator.py``; the tag and the
+* ``functionary-tgi-emulator:<hash>``: the base plus a copy of the package ``tgi/emulator/`` (run as
+  ``python3 -m emulator``, stdlib only); the tag and the
   ``functionary.emulator-sha256`` label follow the emulator's content and this recipe, so a changed
   emulator gives a new image in seconds and an unchanged one is reused.
 
@@ -39,7 +40,7 @@ IMAGE_REPO = "functionary-tgi-emulator"
 BASE_REPO = "functionary-tgi-emulator-base"
 TEST_LABEL = "functionary.test"  # every image and container the test suite creates carries it
 EMULATOR_HASH_LABEL = "functionary.emulator-sha256"
-DEFAULT_EMULATOR = Path(__file__).with_name("emulator.py")
+DEFAULT_EMULATOR = Path(__file__).with_name("emulator")  # the package directory
 
 # What python3 needs to run a standard-library server, plus dash for the entrypoint scripts.
 ROOT_PACKAGES = ("python3-minimal", "libpython3.11-stdlib", "dash")
@@ -53,12 +54,12 @@ _ENTRYPOINT = (
     "# Same chain as TGI's image: the entrypoint execs the launcher with all arguments.\n"
     'exec text-generation-launcher "$@"\n'
 )
-_LAUNCHER = '#!/bin/sh\nexec python3 /opt/tgi-emulator/emulator.py "$@"\n'
+_LAUNCHER = '#!/bin/sh\nPYTHONPATH=/opt/tgi-emulator exec python3 -m emulator "$@"\n'
 # STOPSIGNAL SIGINT: the emulator runs as PID 1, where an unhandled SIGTERM is ignored; real TGI
 # handles SIGTERM itself, so `docker stop` must be just as prompt here.
 _DOCKERFILE = """\
 FROM {base}
-COPY emulator.py /opt/tgi-emulator/emulator.py
+COPY emulator /opt/tgi-emulator/emulator
 COPY text-generation-launcher /usr/local/bin/text-generation-launcher
 COPY tgi-entrypoint.sh /tgi-entrypoint.sh
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HF_HOME=/data PORT=80 PYTHONUNBUFFERED=1
@@ -78,6 +79,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _package_files(package: Path) -> list[tuple[str, bytes]]:
+    """The emulator package's modules as ``(name, content)``, sorted (no caches)."""
+    return [(path.name, path.read_bytes()) for path in sorted(package.glob("*.py"))]
+
+
+def _package_digest_input(package: Path) -> bytes:
+    return b"".join(name.encode() + b"\0" + _sha256(data).encode() + b"\n" for name, data in _package_files(package))
+
+
 def base_tag() -> str:
     recipe = repr((ROOT_PACKAGES, sorted(SKIPPED_PACKAGES))).encode()
     return f"{BASE_REPO}:bookworm-{_sha256(recipe)[:12]}"
@@ -86,7 +96,7 @@ def base_tag() -> str:
 def image_tag(emulator: Path = DEFAULT_EMULATOR) -> str:
     """Tag of the image for this emulator: changes whenever the emulator or the recipe changes."""
     recipe = (_DOCKERFILE + _ENTRYPOINT + _LAUNCHER + base_tag()).encode()
-    return f"{IMAGE_REPO}:{_sha256(emulator.read_bytes() + recipe)[:16]}"
+    return f"{IMAGE_REPO}:{_sha256(_package_digest_input(emulator) + recipe)[:16]}"
 
 
 def ensure_image(
@@ -94,7 +104,7 @@ def ensure_image(
 ) -> str:
     """Return the tag of an image running ``emulator``, building what is missing (once per content)."""
     emulator = Path(emulator)
-    if not emulator.is_file():
+    if not (emulator / "__main__.py").is_file():
         raise ImageBuildError(f"emulator not found: {emulator}")
     client = client or docker.from_env()
     tag = image_tag(emulator)
@@ -263,15 +273,19 @@ def _run(cmd: list[str], *, cwd: Path | None = None) -> None:
 
 
 def _build_top(client: docker.DockerClient, base: str, emulator: Path, tag: str, *, log: Log) -> None:
-    emulator_bytes = emulator.read_bytes()
     dockerfile = _DOCKERFILE.format(
-        base=base, test_label=TEST_LABEL, hash_label=EMULATOR_HASH_LABEL, emulator_sha=_sha256(emulator_bytes)
+        base=base, test_label=TEST_LABEL, hash_label=EMULATOR_HASH_LABEL,
+        emulator_sha=_sha256(_package_digest_input(emulator)),
     )
+    files = [(f"emulator/{name}", data, 0o644) for name, data in _package_files(emulator)]
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
+        folder = tarfile.TarInfo("emulator")
+        folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, 0
+        tar.addfile(folder)
         for name, data, mode in (
             ("Dockerfile", dockerfile.encode(), 0o644),
-            ("emulator.py", emulator_bytes, 0o644),
+            *files,
             ("text-generation-launcher", _LAUNCHER.encode(), 0o755),
             ("tgi-entrypoint.sh", _ENTRYPOINT.encode(), 0o755),
         ):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import httpx
 from functionary.templates import get_template
 from tests.model_fixture import make_model_dir
 from tests.server.gateway_proc import GatewayHandle, start_gateway
-from tests.tgi.emulator_proc import EMULATOR, EmulatorHandle, emulator_args, start_emulator
+from tests.tgi.emulator_proc import EMULATOR_HOME, EmulatorHandle, emulator_args, emulator_command, start_emulator
 
 CHAT = "/v1/chat/completions"
 VERSION = "v3.llama3"
@@ -108,10 +107,10 @@ def wait_healthy(gateway: GatewayHandle, timeout: float = 30.0) -> None:
 def emulator_on(port: int, **switches: object) -> Iterator[EmulatorHandle]:
     """An emulator on a given port (to bring TGI back where the gateway expects it)."""
     log_path = Path(tempfile.mkstemp(prefix="tgi-emulator-", suffix=".log")[1])
-    command = [sys.executable, str(EMULATOR), "--hostname", "127.0.0.1", "--port", str(port),
+    command = [*emulator_command(), "--hostname", "127.0.0.1", "--port", str(port),
                *emulator_args(model_id="emulator/functionary", **{**EMULATOR_LIMITS, **switches})]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=EMULATOR_HOME)
     handle = EmulatorHandle(process, port, log_path)
     try:
         handle.wait_healthy()

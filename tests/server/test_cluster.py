@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from openai import AsyncOpenAI, OpenAI
 
 from server_tgi import settings_from_args
 from tests.server.gateway_proc import start_gateway
-from tests.tgi.emulator_proc import EMULATOR, EmulatorHandle, emulator_args, free_port
+from tests.tgi.emulator_proc import EMULATOR_HOME, EmulatorHandle, emulator_args, emulator_command, free_port
 
 USER = [{"role": "user", "content": "Weather in Istanbul?"}]
 WEATHER = {"type": "function", "function": {
@@ -33,9 +32,9 @@ def emulator_at(port: int, **switches) -> Iterator[EmulatorHandle]:
     """An emulator on a given port (so that it can be killed and started again at the same address)."""
     switches.setdefault("model_id", "emulator/functionary")
     log_file = tempfile.NamedTemporaryFile(prefix="tgi-emulator-", suffix=".log", delete=False)
-    command = [sys.executable, str(EMULATOR), "--hostname", "127.0.0.1", "--port", str(port),
+    command = [*emulator_command(), "--hostname", "127.0.0.1", "--port", str(port),
                *emulator_args(**switches)]
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=EMULATOR_HOME)
     log_file.close()
     handle = EmulatorHandle(process, port, Path(log_file.name))
     try:

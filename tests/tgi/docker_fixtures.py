@@ -66,7 +66,7 @@ def docker_client():
 def emulator_image(docker_client) -> str:
     """The TGI-emulator image (built from Debian packages on first use, then reused)."""
     emulator = Path(os.environ.get("FUNCTIONARY_TEST_EMULATOR", DEFAULT_EMULATOR))
-    if not emulator.is_file():
+    if not (emulator / "__main__.py").is_file():
         pytest.skip(f"no emulator at {emulator}")
     return ensure_image(emulator=emulator, client=docker_client)
 

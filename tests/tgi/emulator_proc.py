@@ -1,4 +1,4 @@
-"""Start the TGI emulator (``tgi/emulator.py``) as a real process on 127.0.0.1, for any test package.
+"""Start the TGI emulator (the package ``tgi/emulator/``) as a real process on 127.0.0.1, for any test package.
 
 Fixtures (``shared_emulator``, ``emulator``, ``start_emulator``): import them into a conftest with
 
@@ -13,9 +13,16 @@ Fixtures (``shared_emulator``, ``emulator``, ``start_emulator``): import them in
         ... talk HTTP to tgi.base_url ...
         assert tgi.state()["cancelled"] == 0
 
+Model mode (a real tokenizer, a greedy rule-driven model, grammars masked with outlines-core, see
+``tgi/emulator/model.py``): build a directory with ``tests.tgi.emulator_model.make_emulator_model_dir`` and
+start it with ``start_model_emulator(model_dir, **switches)`` (or the ``start_emulator`` fixture with
+``model_dir=...``); ``tgi.model_rules([...])`` replaces its rules at run time, ``tgi.reset()`` puts back the
+file's.
+
 Keyword switches become CLI flags (``max_total_tokens=512`` -> ``--max-total-tokens 512``; ``True`` -> a bare
-flag; ``None``/``False`` -> left out; a list -> the flag repeated). The script runs as a standalone file, the
-way the Docker image runs it, so it proves the emulator imports nothing from the project. Control helpers are
+flag; ``None``/``False`` -> left out; a list -> the flag repeated). The emulator runs as ``python -m emulator`` from
+``tests/tgi/emulator_home`` (a link to ``tgi/emulator``), the way the Docker image runs it, so it proves the
+package imports nothing from the project. Control helpers are
 synchronous (they talk to another process, so calling them from async tests only blocks for a moment).
 ``TGI_EMULATOR_PYTHON=/usr/bin/python3`` runs the emulator with another interpreter than the tests'.
 """
@@ -38,16 +45,22 @@ from pathlib import Path
 
 import pytest
 
-EMULATOR = Path(__file__).resolve().parents[2] / "tgi" / "emulator.py"
+EMULATOR = Path(__file__).resolve().parents[2] / "tgi" / "emulator"
+# Holds only a link named ``emulator`` to the package: run from here, ``python -m emulator`` sees nothing else
+# of the project (tgi/types.py would shadow the standard library's ``types`` if tgi/ were the folder).
+EMULATOR_HOME = Path(__file__).resolve().parent / "emulator_home"
 
 __all__ = [
     "EMULATOR",
+    "EMULATOR_HOME",
     "EmulatorHandle",
     "emulator_args",
+    "emulator_command",
     "emulator_fixture",
     "free_port",
     "shared_emulator_fixture",
     "start_emulator",
+    "start_model_emulator",
     "start_emulator_fixture",
 ]
 
@@ -72,6 +85,11 @@ def emulator_args(**switches: object) -> list[str]:
         else:
             args += [flag, str(value)]
     return args
+
+
+def emulator_command(python: str | None = None) -> list[str]:
+    """The command that starts the emulator; run it with ``cwd=EMULATOR_HOME``."""
+    return [python or os.environ.get("TGI_EMULATOR_PYTHON", sys.executable), "-m", "emulator"]
 
 
 class EmulatorHandle:
@@ -122,7 +140,7 @@ class EmulatorHandle:
             raise RuntimeError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}") from None
 
     def script(self, replies: list) -> int:
-        """Queue scripted replies (see tgi/emulator.py); returns the queue length."""
+        """Queue scripted replies (see tgi/emulator/__init__.py); returns the queue length."""
         return self.control("POST", "/emulator/script", {"replies": replies})["queued"]
 
     def faults(self, **switches: object) -> dict:
@@ -131,6 +149,10 @@ class EmulatorHandle:
 
     def requests(self) -> list[dict]:
         return self.control("GET", "/emulator/requests")["requests"]
+
+    def model_rules(self, rules: list) -> dict:
+        """Model mode: replace the model's rules (``[{"after", "write"}]``); returns the model's description."""
+        return self.control("POST", "/emulator/model", {"rules": rules})
 
     def state(self) -> dict:
         return self.control("GET", "/emulator/state")
@@ -155,11 +177,11 @@ def start_emulator(*, wait: bool = True, extra_args: list[str] | tuple[str, ...]
     switches.setdefault("model_id", "emulator/functionary")
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="tgi-emulator-", suffix=".log", delete=False)
-    python = os.environ.get("TGI_EMULATOR_PYTHON", sys.executable)  # e.g. an old python3, as in the image
-    command = [python, str(EMULATOR), "--hostname", "127.0.0.1", "--port", str(port),
+    # TGI_EMULATOR_PYTHON: e.g. an old python3, as in the image
+    command = [*emulator_command(), "--hostname", "127.0.0.1", "--port", str(port),
                *emulator_args(**switches), *extra_args]
-    env = {key: value for key, value in os.environ.items() if key not in ("HOSTNAME", "PORT")}
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    env = {key: value for key, value in os.environ.items() if key not in ("HOSTNAME", "PORT", "PYTHONPATH")}
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=EMULATOR_HOME)
     log_file.close()
     handle = EmulatorHandle(process, port, Path(log_file.name))
     try:
@@ -170,6 +192,13 @@ def start_emulator(*, wait: bool = True, extra_args: list[str] | tuple[str, ...]
         handle.stop()
         with contextlib.suppress(OSError):
             handle.log_path.unlink()
+
+
+def start_model_emulator(model_dir: Path | str, **switches: object):
+    """``start_emulator`` in model mode over ``model_dir`` (see tests/tgi/emulator_model.py)."""
+    switches.setdefault("max_total_tokens", 65536)
+    switches.setdefault("max_input_tokens", 60000)
+    return start_emulator(model_dir=str(Path(model_dir).resolve()), **switches)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures

@@ -162,6 +162,56 @@ async def test_length_and_eos_on_the_limit(emulator):
                                      "input_length": await input_length(emulator.base_url, "x")}
 
 
+def _tokens(*texts: str) -> list[dict]:
+    return [{"text": text, "special": text.startswith("<|")} for text in texts]
+
+
+async def _finish(emulator, tokens: list[dict], stop: list[str], **parameters) -> tuple[str, list[str]]:
+    emulator.script([{"tokens": tokens}])
+    events = events_of((await stream(emulator.base_url, {"inputs": "x", "parameters": {
+        **GREEDY, "stop": stop, **parameters}}))[1])
+    return events[-1]["details"]["finish_reason"], [e["token"]["text"] for e in events]
+
+
+# tgi-protocol.md §14: after each token, in order: max_new_tokens -> length; the EOS -> eos_token; then each stop
+# as the regex re.escape(stop) + "$" searched in the token texts so far (special tokens' text included).
+@pytest.mark.parametrize(
+    "tokens, stop, finish, sent",
+    [
+        # a stop only fires when the output ENDS with it at a token boundary
+        (("The", " city", " Istanbul", " is", "<|eot_id|>"), ["Istan"], "eos_token", 5),
+        (("The", " city", " Istanbul", " is", "<|eot_id|>"), ["tanbul"], "stop_sequence", 3),
+        (("Hel", "lo", " there", "<|eot_id|>"), ["Hello"], "stop_sequence", 2),  # across tokens, ending here
+        # one that a later token runs past never fires: ">>" + ">get_time"
+        ((">>", ">get_time", "\n", "{}", "<|eot_id|>"), [">>>"], "eos_token", 5),
+        # markup counts: the v3.2 recipient line "all\n"; a special token's text
+        (("all", "\n", "Hello", "<|eot_id|>"), ["\n"], "stop_sequence", 2),
+        (("<|python_tag|>", "code", "<|eot_id|>"), ["<|python_tag|>"], "stop_sequence", 1),
+        # EOS is checked before the stop strings: a stop equal to the EOS text ends with eos_token
+        (("Hi", "<|eot_id|>"), ["<|eot_id|>"], "eos_token", 2),
+        # Python's "$" also matches just before one final "\n"
+        (("abc\n", "more", "<|eot_id|>"), ["abc"], "stop_sequence", 1),
+    ],
+)
+async def test_stopping_as_tgi(emulator, tokens, stop, finish, sent):
+    reason, texts = await _finish(emulator, _tokens(*tokens), stop)
+    assert (reason, texts) == (finish, list(tokens[:sent]))
+
+
+async def test_length_is_checked_before_eos_and_stop(emulator):
+    reason, texts = await _finish(emulator, _tokens("Hi", " world", "<|eot_id|>"), [" world"], max_new_tokens=2)
+    assert (reason, texts) == ("length", ["Hi", " world"])
+    reason, texts = await _finish(emulator, _tokens("Hi", "<|eot_id|>"), [], max_new_tokens=2)
+    assert (reason, texts) == ("length", ["Hi", "<|eot_id|>"])
+
+
+async def test_stop_text_stays_in_stream_and_generated_text(emulator):
+    emulator.script([{"tokens": _tokens("get_weather", "\n", "{}", "<|eot_id|>")}])
+    events = events_of((await stream(emulator.base_url, {"inputs": "x", "parameters": {
+        **GREEDY, "stop": ["\n"]}}))[1])
+    assert events[-1]["token"]["text"] == "\n" and events[-1]["generated_text"] == "get_weather\n"
+
+
 # ---------------------------------------------------------------------------------------------- validation
 
 
