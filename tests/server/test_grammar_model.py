@@ -1,4 +1,4 @@
-"""Guarantees end to end on the emulator's model mode (a real tokenizer, a greedy model given as rules, grammar
+"""Guarantees end to end on the emulator's model mode, for v3-llama3.1, qwen2.5-text-only, v3.llama3, v2.llama3, v2 and r1 (a real tokenizer, a greedy model given as rules, grammar
 masking with outlines-core as TGI's server does), through the official openai client, streamed and not, with the
 gateway's default configuration: (a) a model whose own answer fits gets exactly it, (b) a model that wants to chat
 gets a call that fits under required and named, (c) response_format gets fitting JSON, (d) parallel_tool_calls
@@ -23,6 +23,8 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 ANSWER = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER}}
 IST, PAR = '{"city": "Istanbul"}', '{"city": "Paris"}'
+SEP = "<|reserved_special_token_249|>"
+R1 = "<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
 
 # per family: the prompt's end for auto / required / named, a call, two calls, the end of a text answer
 FAMILIES = {
@@ -41,6 +43,22 @@ FAMILIES = {
         auto="<|end_header_id|>\n\n>>>", required="<|end_header_id|>\n\n>>>", named=">>>get_weather\n",
         call=f"get_weather\n{IST}<|eot_id|>", two=f"get_weather\n{IST}>>>get_weather\n{PAR}<|eot_id|>",
         chat="all\nHello there!<|eot_id|>", named_write=IST + "<|eot_id|>"),
+    "v2.llama3": dict(
+        auto="<|end_header_id|>\n\n", required=SEP, named=f"{SEP}get_weather\n",
+        call=f"{SEP}get_weather\n{IST}<|eot_id|>", two=f"{SEP}get_weather\n{IST}{SEP}get_weather\n{PAR}<|eot_id|>",
+        chat="Hello there!<|eot_id|>", named_write=IST + "<|eot_id|>"),
+    "v2": dict(
+        auto="<|recipient|>", required="<|recipient|>", named="<|content|>",
+        call=f"get_weather\n<|content|>{IST}<|stop|>",
+        two=f"get_weather\n<|content|>{IST}\n<|from|>assistant\n<|recipient|>get_weather\n<|content|>{PAR}<|stop|>",
+        chat="all\n<|content|>Hello there!<|stop|>", named_write=IST + "<|stop|>"),
+    "r1": dict(
+        auto="<｜Assistant｜>\n", required="<｜Assistant｜>\n", named="```json\n",
+        call=f"<｜tool▁calls▁begin｜>{R1}{IST}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>",
+        two=f"<｜tool▁calls▁begin｜>{R1}{IST}\n```<｜tool▁call▁end｜>{R1}{PAR}\n```<｜tool▁call▁end｜>"
+            "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>",
+        chat="Hello there!<｜end▁of▁sentence｜>",
+        named_write=f"{IST}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>"),
 }
 
 
@@ -93,7 +111,8 @@ def fits(calls) -> None:
 def test_a_fitting_answer_is_returned_as_the_model_wrote_it(stack, stream):
     version, tgi, client = stack
     f = FAMILIES[version]
-    tgi.model_rules(rules((f["required"], f["call"][len(f["required"]) if version != "v3.llama3" else 0:]),
+    skip = len(f["required"]) if f["call"].startswith(f["required"]) else 0  # what the prompt already wrote
+    tgi.model_rules(rules((f["required"], f["call"][skip:]),
                           (f["named"], f["named_write"])))
     for choice in ("required", NAMED):
         content, calls, _, _ = ask(client, stream=stream, tools=TOOLS, tool_choice=choice)
