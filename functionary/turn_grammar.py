@@ -337,7 +337,8 @@ def turn_regex(syntax: TurnSyntax, spec: TurnSpec) -> str:
 def _more_calls(syntax: TurnSyntax, spec: TurnSpec, groups: list[tuple[list[str], str]], code_parts) -> str:
     """What may follow the first call: more calls where parallel calls are allowed, then the calls' closing."""
     code = "".join(escape(t) if lit else t for lit, t in code_parts) if code_parts else None
-    single = _alt([_call(syntax, names, args) for names, args in groups] + ([code] if code and not _last(syntax) else []))
+    alternatives = [_call(syntax, names, args) for names, args in groups]
+    single = _alt(alternatives + ([code] if code and not _last(syntax) else []))
     parallel = spec.parallel and syntax.max_calls != 1
     more = f"(?:{syntax.call_sep}{single})*" if parallel and groups else ""
     tail_code = f"(?:{syntax.call_sep}{code})?" if code and _last(syntax) and parallel and groups else ""

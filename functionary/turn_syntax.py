@@ -30,12 +30,12 @@ class TurnSyntax:
     ``code_close``: the code interpreter's call (``None``: python is an ordinary JSON call, the
     Qwen family); ``code_body``: ``"rest"`` (the code runs to the end of the answer, so it is the
     last call) or a tuple of words the code must not contain; ``args_avoid``: what free arguments (a tool
-    nothing was asked of) must not contain, the text that ends a call (``()``: they run to the end); ``end``: the end tokens the model
-    writes (optional in the regex: TGI's EOS ends a grammar's final state too); ``text_end`` /
-    ``calls_end``: end tokens REQUIRED after a text answer / after calls, for families whose turn ends with a
-    token that is never the tokenizer's EOS (v2's ``<|stop|>``, llama-3.1's ``<|eom_id|>`` after calls), so that
-    no earlier point of the answer counts as complete; ``max_calls``: 1 where the format has one call per turn
-    (v1)."""
+    nothing was asked of) must not contain, the text that ends a call (``()``: they run to the end); ``end``:
+    the end tokens the model writes (optional in the regex: TGI's EOS ends a grammar's final state too);
+    ``text_end`` / ``calls_end``: end tokens REQUIRED after a text answer / after calls, for families whose turn
+    ends with a token that is never the tokenizer's EOS (v2's ``<|stop|>``, llama-3.1's ``<|eom_id|>`` after
+    calls), so that no earlier point of the answer counts as complete; ``max_calls``: 1 where the format has one
+    call per turn (v1)."""
 
     tail: str
     text_avoid: tuple[str, ...]

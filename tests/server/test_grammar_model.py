@@ -1,6 +1,6 @@
 """Guarantees end to end on the emulator's model mode, for v3-llama3.1, qwen2.5-text-only, v3.llama3, v2.llama3,
-v2 and r1 (a real tokenizer, a greedy model given as rules, grammar masking with outlines-core as TGI's server does), through the official openai client, streamed and not, with the
-gateway's default configuration: (a) a model whose own answer fits gets exactly it, (b) a model that wants to chat
+v2 and r1 (a real tokenizer, a greedy model given as rules, grammar masking with outlines-core as TGI's server
+does), through the official openai client, streamed and not, with the gateway's default configuration: (a) a model whose own answer fits gets exactly it, (b) a model that wants to chat
 gets a call that fits under required and named, (c) response_format gets fitting JSON, (d) parallel_tool_calls
 false gets one call from a model that writes two, (e) answers stay within their bounds."""
 
