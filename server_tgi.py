@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
           help="TGI's --max-top-n-tokens (its /info does not say it): the largest top_logprobs accepted")
     _flag(p, "request_timeout", type=float, default=600.0,
           help="seconds a chat request may take in all; then it ends with an OpenAI error (0 = no limit)")
-    _flag(p, "grammar", choices=("auto", "on", "off"), default="off",
-          help="constrain tool arguments and response_format with TGI grammars: auto = when TGI accepts them")
+    _flag(p, "grammar", choices=("auto", "on", "off"), default="auto",
+          help="auto: a request that asks for a guarantee (tool_choice required/named, strict tools, "
+               "response_format, parallel_tool_calls false) gets one TGI request under a regex of the whole "
+               "answer; on: every request with tools; off: never (the promises are then best effort)")
     _flag(p, "cors_origin", action="append", default=None,
           help="browser origin allowed to call the API (repeatable; * for any); default: no CORS headers")
     _flag(p, "log_level", default="info")

@@ -20,6 +20,7 @@ from functionary.templates.base import (
     TextDelta,
     ToolCallStart,
 )
+from functionary.turn_syntax import NAME, TurnSyntax
 
 FUNCTION_OPEN = "<function="
 FUNCTION_CLOSE = "</function>"
@@ -101,17 +102,16 @@ def render_calls(calls: Iterable[Mapping[str, Any]]) -> str:
 
 
 class FunctionTagGrammar:
-    """The grammar hooks of :class:`~functionary.templates.base.PromptTemplate` for this format
-    (mixed in before the base class)."""
+    """The grammar hook of :class:`~functionary.templates.base.PromptTemplate` for this format
+    (mixed in before the base class): text, then ``<function=name>{json}</function>`` calls, then
+    at most one ``<|python_tag|>`` call whose code runs to the end."""
 
-    def call_prefix(self, name: str) -> str | None:
-        return f"{FUNCTION_OPEN}{name}>"
-
-    def call_suffix(self, name: str) -> str:
-        return FUNCTION_CLOSE
-
-    def content_prefix(self) -> str | None:
-        return ""
+    def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
+        return TurnSyntax(
+            tail=choice_prefix(prepared), text_avoid=(FUNCTION_OPEN, PYTHON_TAG),
+            call_open=f"{FUNCTION_OPEN}{NAME}>", call_close=FUNCTION_CLOSE, code_open=PYTHON_TAG, code_body="rest",
+            args_avoid=(FUNCTION_CLOSE,), calls_end=("<|eom_id|>",), end=self.end_tokens(),
+        )
 
 
 def choice_prefix(prepared: PreparedRequest) -> str:

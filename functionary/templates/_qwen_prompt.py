@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from functionary.templates._qwen_calls import CALL_CLOSE, CALL_OPEN, QwenCallParser
 from functionary.templates.base import PreparedRequest, PromptTemplate, StreamParser
+from functionary.turn_syntax import NAME, TurnSyntax
 
 CODE_INTERPRETER_TOOL = {
     "type": "function",
@@ -116,14 +117,13 @@ class QwenFamilyTemplate(PromptTemplate):
             return CALL_OPEN + '\n{"name": "' + choice.name + '", "arguments'
         return ""
 
-    def call_prefix(self, name: str) -> str | None:
-        return CALL_OPEN + '\n{"name": "' + name + '", "arguments": '
-
-    def call_suffix(self, name: str) -> str:
-        return "}\n" + CALL_CLOSE
-
-    def content_prefix(self) -> str | None:
-        return ""
+    def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
+        # the code interpreter is an ordinary call here: {"name": "python", "arguments": {"code": "..."}}
+        return TurnSyntax(
+            tail=self.choice_prefix(prepared), text_avoid=(CALL_OPEN,),
+            call_open=CALL_OPEN + '\n{"name": "' + NAME + '", "arguments": ', call_close="}\n" + CALL_CLOSE,
+            call_sep="\\n?", args_avoid=(CALL_CLOSE,), end=self.end_tokens(),
+        )
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         return QwenCallParser(choice=prepared.choice, code_names=code_names(prepared))

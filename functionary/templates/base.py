@@ -18,7 +18,10 @@ legacy ``function_call``), so no template deals with OpenAI's delta rules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Union
+from typing import TYPE_CHECKING, ClassVar, Literal, Union
+
+if TYPE_CHECKING:
+    from functionary.turn_syntax import TurnSyntax
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
@@ -230,19 +233,13 @@ class PromptTemplate:
         """Raise InvalidRequestError/UnsupportedRequestError for requests this version cannot
         render (called before render). Default: everything is fine."""
 
-    # -- grammar hooks: where a call's JSON arguments and a plain answer begin (docs/grammar.md)
+    # -- grammar: how an assistant turn is spelled (functionary/turn_grammar.py, docs/grammar.md)
 
-    def call_prefix(self, name: str) -> str | None:
-        """The text that opens a call of ``name``, as the model writes it, up to where its JSON
-        arguments begin (``>>>name\\n`` for v3.llama3); it may start inside the generation prompt.
-        ``None`` (the default) means this version's calls cannot be grammar-constrained."""
+    def turn_syntax(self, prepared: PreparedRequest) -> "TurnSyntax | None":
+        """The spelling of this version's assistant turn after the prompt rendered for ``prepared``;
+        ``None`` (the default) means its output cannot be grammar-constrained."""
         return None
 
-    def call_suffix(self, name: str) -> str:
-        """The text that closes a call after its arguments ("" when the JSON closes it)."""
-        return ""
-
-    def content_prefix(self) -> str | None:
-        """The text that opens a plain-text answer ("" when text starts right away); ``None`` (the
-        default) means ``response_format`` cannot be grammar-constrained for this version."""
-        return None
+    def end_tokens(self) -> tuple[str, ...]:
+        """Every text that ends a turn: the stop tokens, then the EOS texts."""
+        return tuple(dict.fromkeys((*self.stop_tokens, *self.eos_tokens)))

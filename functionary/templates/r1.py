@@ -21,6 +21,7 @@ from enum import Enum, auto
 from functionary.templates._call_stream import EventList, partial_marker_start
 from functionary.templates._qwen_prompt import code_names
 from functionary.templates.base import Event, PreparedRequest, PromptTemplate, StreamParser
+from functionary.turn_syntax import NAME, TurnSyntax
 
 EOS = "<｜end▁of▁sentence｜>"
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
@@ -117,6 +118,15 @@ class R1Template(PromptTemplate):
         name = prepared.choice.name
         fence = "python" if name in code_names(prepared) else "json"
         return f"{CALLS_BEGIN}{CALL_BEGIN}function{SEP}{name}\n```{fence}\n"
+
+    def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
+        head = f"{CALL_BEGIN}function{SEP}"
+        return TurnSyntax(
+            tail=self.choice_prefix(prepared), text_avoid=(CALLS_BEGIN, CALL_BEGIN), calls_open=CALLS_BEGIN,
+            calls_close=CALLS_END, call_open=f"{head}{NAME}\n```json\n", call_close=f"\n```{CALL_END}",
+            code_open=f"{head}python\n```python\n", code_close=f"\n```{CALL_END}", code_body=("```",),
+            args_avoid=("```",), end=self.end_tokens(),
+        )
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         parser = R1Parser(code_names=code_names(prepared))

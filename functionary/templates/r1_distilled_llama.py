@@ -62,8 +62,5 @@ class R1DistilledLlamaTemplate(FunctionTagGrammar, PromptTemplate):
         parts.append(choice_prefix(prepared))
         return "".join(parts)
 
-    def content_prefix(self) -> str | None:
-        return None  # the answer opens with its reasoning: a JSON-only answer would cut it out
-
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         return FunctionTagParser(prepared)

@@ -19,9 +19,6 @@ class R1DistilledQwenTemplate(QwenFamilyTemplate):
     )
     generation_prompt = "<｜Assistant｜>"
 
-    def content_prefix(self) -> str | None:
-        return None  # the answer opens with its reasoning: a JSON-only answer would cut it out
-
     def _header(self, prepared: PreparedRequest) -> str:
         return "<｜System｜>" + tools_block(prepared) + "\n" if prepared.tools else ""
 

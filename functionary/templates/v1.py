@@ -33,6 +33,7 @@ from functionary.templates.base import (
     ToolCallStart,
 )
 from functionary.templates._markers import take_until
+from functionary.turn_syntax import NAME, TurnSyntax
 
 START_CALL = "<|START_OF_FUNCTION_CALL|>"
 END_SYSTEM = "<|END_OF_SYSTEM|>"
@@ -64,6 +65,14 @@ class V1Template(PromptTemplate):
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         return V1Parser()
+
+    def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
+        # one call per turn, after optional text; its arguments run to the end (END_OF_FUNCTION_CALL)
+        return TurnSyntax(
+            tail="", turn_open="\n", text_avoid=(START_CALL,), call_open=f"{START_CALL}{NAME}:\n",
+            code_open=f"{START_CALL}python:\n", code_body="rest", max_calls=1, text_end=(END_ASSISTANT,),
+            calls_end=(END_CALL,), end=self.end_tokens(),
+        )
 
 
 def _check_message(message: dict, i: int) -> None:

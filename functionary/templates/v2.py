@@ -33,6 +33,7 @@ from functionary.templates.base import (
     ToolCallStart,
     ToolChoice,
 )
+from functionary.turn_syntax import NAME, TurnSyntax
 from functionary.typescript_v2 import preamble_texts
 
 FROM, RECIPIENT, CONTENT, STOP = "<|from|>", "<|recipient|>", "<|content|>", "<|stop|>"
@@ -59,6 +60,16 @@ class V2Template(PromptTemplate):
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         return V2Parser(prepared.choice)
+
+    def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
+        # segments "<|from|>assistant\n<|recipient|>{recipient}\n<|content|>{body}" joined by "\n"; the
+        # generation prompt wrote the first header
+        head = f"{FROM}assistant\n{RECIPIENT}"
+        return TurnSyntax(
+            tail=head + _choice_prefix(prepared.choice), text_open=f"{head}all\n{CONTENT}", text_avoid=(FROM, STOP),
+            text_sep="\n", call_open=f"{head}{NAME}\n{CONTENT}", call_sep="\\n", code_open=f"{head}python\n{CONTENT}",
+            code_body=(FROM, STOP), args_avoid=(FROM, STOP), text_end=(STOP,), calls_end=(STOP,), end=self.end_tokens(),
+        )
 
 
 def require_tool_names(prepared: PreparedRequest, version: str) -> None:

@@ -34,6 +34,7 @@ from functionary.templates.base import (
 )
 from functionary.templates._markers import find_first, partial_marker_len, rescan_from, take_until
 from functionary.templates.v2 import require_tool_names
+from functionary.turn_syntax import NAME, TurnSyntax
 from functionary.typescript_v2 import preamble_texts
 
 SEP = "<|reserved_special_token_249|>"
@@ -76,6 +77,14 @@ class V2Llama3Template(PromptTemplate):
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         return V2Llama3Parser(prepared.choice)
+
+    def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
+        choice = prepared.choice
+        tail = SEP if choice.kind == "required" else f"{SEP}{choice.name}\n" if choice.kind == "named" else ""
+        return TurnSyntax(
+            tail=tail, text_avoid=(SEP,), call_open=f"{SEP}{NAME}\n", code_open=f"{SEP}python\n", code_body=(SEP,),
+            args_avoid=(SEP,), end=self.end_tokens(),
+        )
 
 
 def _calls_text(message: dict) -> str:

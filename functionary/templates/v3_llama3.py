@@ -24,6 +24,7 @@ from functionary.templates.base import (
     TextDelta,
     ToolCallStart,
 )
+from functionary.turn_syntax import NAME, TurnSyntax
 from functionary.typescript import tools_to_namespace
 
 SYSTEM_HEADER = "<|start_header_id|>system<|end_header_id|>\n\n"
@@ -88,11 +89,13 @@ class V3Llama3Template(PromptTemplate):
             return f"{choice.name}\n"
         return ""
 
-    def call_prefix(self, name: str) -> str | None:
-        return f"{SEPARATOR}{name}\n"
-
-    def content_prefix(self) -> str | None:
-        return f"{SEPARATOR}all\n"
+    def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
+        # every segment opens with ">>>"; the generation prompt wrote the first one
+        return TurnSyntax(
+            tail=SEPARATOR + self.choice_prefix(prepared), text_open=f"{SEPARATOR}all\n", text_avoid=(SEPARATOR,),
+            call_open=f"{SEPARATOR}{NAME}\n", code_open=f"{SEPARATOR}python\n", code_body=(SEPARATOR,),
+            args_avoid=(SEPARATOR,), end=self.end_tokens(),
+        )
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
         known = {"all", "python"}

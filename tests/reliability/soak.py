@@ -193,7 +193,7 @@ def run_soak(report: Report, *, requests: int, concurrency: int, disconnect_shar
         "requests": requests, "concurrency": concurrency, "TGI max_concurrent_requests": emulator_concurrency,
         "seconds": round(elapsed, 1),
         "requests/s": round(requests / elapsed, 1), "outcomes": dict(sorted(tally.items())),
-        # cancelled upstream: client disconnects (and with --grammar auto the guided cuts of tool-call answers)
+        # cancelled upstream: client disconnects
         "TGI generations": state["requests"], "TGI generations cancelled": state["cancelled"],
         "TGI in flight after": state["in_flight"], "TGI connections held after": state["connections"],
         "gateway open fds after": fds,

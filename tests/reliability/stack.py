@@ -53,7 +53,7 @@ def model_dir_for(version: str, root: Path) -> Path:
 def gateway_command(model_dir: Path, endpoint: str, *extra: str, version: str = VERSION,
                     grammar: str | None = None) -> list[str]:
     """The gateway's arguments. ``grammar`` (auto / on / off) sets ``--grammar``; without it the gateway runs
-    with its default, off (start_gateway adds ``--grammar off`` when none is named)."""
+    with its default, auto."""
     chosen = ["--grammar", grammar] if grammar is not None else []
     return ["--model", str(model_dir), "--endpoint", endpoint, "--prompt-template", version, "--no-launch",
             "--served-model-name", MODEL_NAME, *chosen, *extra]

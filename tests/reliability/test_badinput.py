@@ -33,9 +33,9 @@ def test_hand_cases(stack, report) -> None:
 
 
 def test_hand_cases_with_grammar_auto(report) -> None:
-    """Tool schemas are grammars for TGI under --grammar auto: the same cases through the guided path (the
-    bodies over 1 MiB, which never reach a grammar, are left to test_hand_cases)."""
-    with running_stack(grammar="auto") as guided:
+    """Tool schemas become regexes (outlines-core) under --grammar on: the same cases with every tool request
+    constrained (the bodies over 1 MiB, which never reach a grammar, are left to test_hand_cases)."""
+    with running_stack(grammar="on") as guided:
         badinput.run_hand_cases(guided.url, report, small_only=True)
         badinput.still_serving(guided.url, report)
         errors = unexpected_errors(guided.gateway.logs())

@@ -235,7 +235,8 @@ async def _grammar_support(mode: str, clients: list[TGIClient], up: list[TGIClie
             "--disable-grammar-support): relaunch it without that flag, or use --grammar auto"
         )
     if mode != "off":
-        log.info("grammar %s: %s", mode, "in use" if support.active else "not in use (TGI refuses grammars)")
+        log.info("grammar %s: %s", mode, "requests that ask for a guarantee get a 400 (TGI refuses grammars)"
+                 if support.refused_everywhere else "in use")
     return support
 
 

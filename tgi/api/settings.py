@@ -37,7 +37,7 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_top_n_tokens: int = 5
     request_timeout: float | None = 600.0
-    grammar: str = "off"  # off | auto | on: TGI grammars for tool arguments and response_format (docs/grammar.md)
+    grammar: str = "auto"  # auto | on | off: which requests get a whole-turn TGI grammar (docs/grammar.md)
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
     # cluster and operations (README "Cluster and operations")

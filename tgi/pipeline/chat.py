@@ -25,15 +25,14 @@ from functionary.stops import StopTrimmer
 from functionary.templates.base import (
     Event, ParsedOutput, PreparedRequest, PromptTemplate, TextDelta, ToolCallStart,
 )
+from tgi.ops.metrics import RequestRecord
 from tgi.pipeline.chunks import DUMPS, ChunkWriter
 from tgi.pipeline.content import ContentStage, TokenLedger, model_text, token_logprob
 from tgi.pipeline.fanout import all_or_none, merge, tag
-from tgi.protocol.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError
-from tgi.pipeline.grammar import GrammarPlan, GrammarSupport, plan_grammar
-from tgi.pipeline.guided import GuidedGeneration
-from tgi.ops.metrics import RequestRecord
+from tgi.pipeline.grammar import GRAMMAR_TOKEN_LIMIT, GrammarSupport, GrammarUnsupportedError, rejection_kind
 from tgi.pipeline.params import Limits, check_prompt_size, check_supported, generate_parameters, max_new_tokens, user_stops
 from tgi.cluster.pool import lost_endpoint
+from tgi.protocol.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError, UpstreamValidationError
 from tgi.protocol.types import GenerateParameters, GenerateRequest
 
 log = logging.getLogger("gateway.chat")
@@ -57,7 +56,6 @@ class Plan:
     logprobs: bool
     include_usage: bool
     record: RequestRecord | None = None  # ops: filled for the log line and /metrics (tgi/ops/metrics.py)
-    grammar: GrammarPlan | None = None  # what TGI grammars constrain (tgi/pipeline/grammar.py); None: one plain generation
     user_stops: tuple[str, ...] = ()  # the client's stop sequences: matched in the content (tgi/pipeline/content.py)
     one_call: bool = False  # parallel_tool_calls: false: the answer ends after its first call
 
@@ -100,7 +98,7 @@ class ChatService:
     ) -> None:
         self.bytes_per_token = bytes_per_token  # no token covers more prompt bytes (tgi/pipeline/prompt_size.py)
         self.template = template
-        self.grammar = grammar if grammar is not None else GrammarSupport("off")
+        self.grammar = grammar if grammar is not None else GrammarSupport("auto")
         self.request_timeout = request_timeout  # seconds for a whole request (None = no limit)
         self.pool = pool
         self.limits = limits
@@ -123,6 +121,11 @@ class ChatService:
         new_tokens = max_new_tokens(request, prompt_tokens=prompt_tokens, limits=self.limits)
         # only the template's own stops go to TGI: TGI would match the user's in Functionary's markup too
         parameters = generate_parameters(request, new_tokens=new_tokens, stops=self._tgi_stops, limits=self.limits)
+        grammar = self.grammar.grammar_for(template=self.template, request=request, prepared=prepared)
+        if grammar is not None:  # one request, the whole answer under the grammar (docs/grammar.md)
+            parameters = parameters.model_copy(
+                update={"grammar": grammar, "max_new_tokens": min(parameters.max_new_tokens or new_tokens,
+                                                                   GRAMMAR_TOKEN_LIMIT)})
         return Plan(
             request_id=request_id,
             model=request.model or self.model_name,
@@ -138,8 +141,6 @@ class ChatService:
             logprobs=bool(request.logprobs),
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             record=record,
-            grammar=plan_grammar(prepared=prepared, response_format=request.response_format, template=self.template,
-                                 support=self.grammar),
         )
 
     async def plan_async(self, request: ChatCompletionRequest, *, request_id: str, body_bytes: int,
@@ -168,8 +169,7 @@ class ChatService:
         ledger = TokenLedger() if plan.logprobs else None
         stage = ContentStage(plan.user_stops, one_call=plan.one_call, ledger=ledger)
         has_calls = False
-        stream = self.pool.generate_stream(self._body(plan, index), record=plan.record, buffered=buffered)
-        async with aclosing(stream) as events:
+        async with aclosing(self._generate(plan, index, buffered=buffered)) as events:
             async for event in events:
                 text = model_text(event)
                 if ledger is not None:
@@ -213,11 +213,6 @@ class ChatService:
     async def _choice(self, plan: Plan, index: int) -> AsyncIterator[ChoiceResult]:
         """Yields one ChoiceResult per TGI event that produced something, the last one carrying
         the finish reason and token counts."""
-        if plan.grammar is not None:
-            async with aclosing(self._guided_choice(plan, index)) as results:
-                async for out in results:
-                    yield out
-            return
         assembler = DeltaAssembler(plan.prepared)
         async with aclosing(self._events(plan, index, buffered=False)) as steps:
             async for step in steps:
@@ -255,8 +250,8 @@ class ChatService:
 
     async def _collect_retried(self, plan: Plan, index: int):
         """pool: the client sees nothing before the end, so a choice whose endpoint was lost midway (which the
-        pool could not retry: a guided segment, or an answer the gateway may end early) is run once more; the
-        pool routes around the lost endpoint."""
+        pool could not retry: an answer the gateway may end early) is run once more; the pool routes around
+        the lost endpoint."""
         try:
             return await self._collect(plan, index)
         except UpstreamError as exc:
@@ -267,8 +262,6 @@ class ChatService:
     async def _collect(self, plan: Plan, index: int):
         # The complete answer is the same parse as the stream's (the parsers guarantee that any split of the
         # text gives the same events), through the same content stage.
-        if plan.grammar is not None:
-            return await self._guided_collect(plan, index)
         events: list = []
         logprobs: list[dict] = []
         last = None
@@ -285,62 +278,22 @@ class ChatService:
         message.setdefault("content", None)
         return message, last.finish_reason, logprobs, last.prompt_tokens, last.completion_tokens
 
-    # -- guided by grammars (tgi/pipeline/guided.py): the same results from several TGI generations ----
-
-    def _guided(self, plan: Plan, index: int, *, buffered: bool) -> GuidedGeneration:
-        return GuidedGeneration(
-            plan=plan.grammar, template=self.template, prepared=plan.prepared, prompt=plan.prompt,
-            parameters=self._body(plan, index).parameters, stops=plan.stops, pool=self.pool, support=self.grammar,
-            limits=self.limits, count_tokens=self.count_tokens, record=plan.record, buffered=buffered,
-        )
-
-    async def _guided_choice(self, plan: Plan, index: int) -> AsyncIterator[ChoiceResult]:
-        assembler = DeltaAssembler(plan.prepared)
-        stage = ContentStage(plan.user_stops, one_call=plan.one_call, ledger=None)  # user stops, one call
-        async with aclosing(self._guided(plan, index, buffered=False).steps()) as steps:
-            async for step in steps:
-                events = stage.push(step.events) if step.events else []
-                if step.done and stage.done is None:
-                    events += stage.finish()
-                out = ChoiceResult(deltas=assembler.deltas(events) if events else [])
-                event = step.token
-                if plan.logprobs and event is not None and not (event.token.special and event.details is not None):
-                    out.logprobs.append(token_logprob(event))
-                if step.done or stage.done is not None:
-                    out.finish_reason = finish_reason(
-                        has_calls=assembler.has_calls, prepared=plan.prepared,
-                        stopped_on_length=stage.done is None and step.finish_reason == "length",
-                    )
-                    out.prompt_tokens, out.completion_tokens = step.prompt_tokens, step.completion_tokens
-                    yield out
-                    return
-                if out.deltas or out.logprobs:
-                    yield out
-
-    async def _guided_collect(self, plan: Plan, index: int):
-        events: list = []
-        logprobs: list[dict] = []
-        last = None
-        stage = ContentStage(plan.user_stops, one_call=plan.one_call, ledger=None)  # user stops, one call
-        async with aclosing(self._guided(plan, index, buffered=True).steps()) as steps:
-            async for step in steps:
-                events += stage.push(step.events) if step.events else []
-                if step.done and stage.done is None:
-                    events += stage.finish()
-                event = step.token
-                if plan.logprobs and event is not None and not (event.token.special and event.details is not None):
-                    logprobs.append(token_logprob(event))
-                last = step
-                if stage.done is not None:
-                    break
-        parsed = ParsedOutput.from_events(events)
-        message = build_message(parsed, plan.prepared).model_dump(exclude_none=True)
-        message.setdefault("content", None)
-        reason = finish_reason(
-            has_calls=bool(parsed.tool_calls), prepared=plan.prepared,
-            stopped_on_length=stage.done is None and last.finish_reason == "length",
-        )
-        return message, reason, logprobs, last.prompt_tokens, last.completion_tokens
+    async def _generate(self, plan: Plan, index: int, *, buffered: bool):
+        """The TGI events of one choice. An endpoint that turns out to refuse grammars (not known at start-up)
+        is remembered, and the request gets the same 400 as where every endpoint refuses them."""
+        stream = self.pool.generate_stream(self._body(plan, index), record=plan.record, buffered=buffered)
+        try:
+            async with aclosing(stream) as events:
+                async for event in events:
+                    yield event
+        except UpstreamValidationError as exc:
+            if plan.parameters.grammar is None or rejection_kind(exc) != "unsupported":
+                raise
+            self.grammar.record(getattr(plan.record, "endpoint", None), False)
+            raise GrammarUnsupportedError(
+                "this request asks for a guarantee that needs a TGI grammar, and the TGI that took it refuses "
+                f"grammars (--disable-grammar-support): {exc.message}"
+            ) from exc
 
     # -- streaming --------------------------------------------------------------------------
 

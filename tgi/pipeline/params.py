@@ -107,7 +107,7 @@ def generate_parameters(
     seed: int | None = None,
 ) -> GenerateParameters:
     """The ``parameters`` object of a TGI generate request (only set keys: TGI rejects null for
-    several fields). Its ``grammar`` is set per generation by the guided path (tgi/pipeline/guided.py)."""
+    several fields). Its ``grammar`` is added by ``ChatService.plan`` (tgi/pipeline/grammar.py)."""
     params: dict = {"max_new_tokens": new_tokens, "details": True}
     temperature = request.temperature
     top_p = request.top_p

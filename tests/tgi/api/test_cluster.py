@@ -192,7 +192,7 @@ async def _worker(client: AsyncOpenAI, stop_at: float, stream: bool, outcomes: l
             outcomes.append(("after_output" if got_output else "before_output", stream, repr(exc)))
 
 
-@pytest.mark.parametrize("grammar", ["off", "auto"])  # auto: tool arguments in a second, guided TGI request
+@pytest.mark.parametrize("grammar", ["off", "on"])  # on: every tool request carries the whole-turn regex
 def test_emulators_killed_and_restarted_under_load(model_dirs, grammar) -> None:
     ports = [free_port() for _ in range(3)]
     switches = {"demo": True, "token_delay": 0.02}

@@ -1,25 +1,26 @@
-"""Grammar-guaranteed tool calls end to end: the official openai client -> the gateway -> the TGI emulator.
-
-Demo answers (empty script) honour the grammar the way TGI does, so the arguments the client gets fit the tool's
-schema; scripted answers (sent as written) pin down the segments: where a free generation is cut, what each
-TGI request carries, and that the client's stream reads like one unconstrained stream.
-"""
+"""Guaranteed structure end to end: the official openai client -> the gateway (default ``--grammar auto``) -> the
+TGI emulator. A request that asks for a guarantee is ONE TGI request with the unchanged prompt and the whole-turn
+regex (functionary/turn_grammar.py); scripted replies (sent as written) show the client gets the model's own answer
+byte for byte; demo replies honour the regex the way the emulator can (docs/grammar.md)."""
 
 from __future__ import annotations
 
 import json
-import time
+import re
 
 import httpx
 import jsonschema
 import pytest
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
 
+from functionary.openai_types import ChatCompletionRequest
+from functionary.request import prepare_request
+from functionary.templates import get_template
+from functionary.turn_grammar import whole_turn_regex
 from tests.support.gateway_proc import start_gateway
 
-WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]},
-                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-           "required": ["city", "unit", "days"]}
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+           "required": ["city", "unit"]}
 TIME = {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}},
@@ -27,9 +28,18 @@ TOOLS = [
 ]
 SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
-AUTO = ("--grammar", "auto")  # the test gateways run with --grammar off unless told (tests/support/gateway_proc.py)
-VERSIONS = ["v3.llama3", "v3-llama3.1", "qwen2.5-text-only"]
-EOS = {"v3.llama3": "<|eot_id|>", "v3-llama3.1": "<|eom_id|>", "qwen2.5-text-only": "<|im_end|>"}
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+ARGS = '{"city": "Paris", "unit": "c"}'
+# what each family's model writes for one get_weather call, after its prompt under tool_choice required
+CALL_AFTER_REQUIRED = {
+    "v3.llama3": f"get_weather\n{ARGS}<|eot_id|>",
+    "v3-llama3.1": f"get_weather>{ARGS}</function><|eom_id|>",
+    "qwen2.5-text-only": f'{{"name": "get_weather", "arguments": {ARGS}}}\n</tool_call><|im_end|>',
+    "v2.llama3": f"get_weather\n{ARGS}<|eot_id|>",
+    "r1_distilled_qwen": f'{{"name": "get_weather", "arguments": {ARGS}}}\n</tool_call><｜end▁of▁sentence｜>',
+}
+VERSIONS = list(CALL_AFTER_REQUIRED)
+OFF = ("--grammar", "off")
 
 
 def client_for(gateway) -> OpenAI:
@@ -41,243 +51,170 @@ def generations(emulator) -> list[dict]:
     return [r for r in emulator.requests() if (r["body"] or {}).get("inputs") != "grammar probe"]
 
 
-def grammars(emulator) -> list:
-    return [(r["body"]["parameters"].get("grammar") or {}).get("type") for r in generations(emulator)]
+def expected(version: str, **kwargs) -> tuple[str, str | None]:
+    """The prompt and the regex the gateway should send for this request."""
+    request = ChatCompletionRequest(model="functionary", **kwargs)
+    template = get_template(version)
+    prepared = prepare_request(request)
+    return template.render(prepared), whole_turn_regex(template, request, prepared)
 
 
-def stream_result(stream) -> tuple[str | None, list[dict], str, list]:
-    """Content, calls and finish reason rebuilt from chunks, checking OpenAI's delta rules on the way."""
-    content, calls, finish, usage = None, {}, None, None
+def stream_result(stream) -> tuple[str | None, list[dict], str]:
+    content, calls, finish = None, {}, None
     for chunk in stream:
-        if chunk.usage is not None:
-            usage = chunk.usage
         for choice in chunk.choices:
             delta = choice.delta
             if delta.content:
                 content = (content or "") + delta.content
             for call in delta.tool_calls or ():
                 if call.index not in calls:
-                    assert call.index == len(calls) and call.id and call.type == "function" and call.function.name
-                    calls[call.index] = {"id": call.id, "name": call.function.name, "arguments": ""}
-                else:
-                    assert call.id is None and call.function.name is None  # id/type/name once per call
-                assert isinstance(call.function.arguments, str)
-                calls[call.index]["arguments"] += call.function.arguments
+                    assert call.index == len(calls) and call.id and call.function.name
+                    calls[call.index] = {"name": call.function.name, "arguments": ""}
+                calls[call.index]["arguments"] += call.function.arguments or ""
             finish = choice.finish_reason or finish
-    return content, [calls[i] for i in sorted(calls)], finish, usage
+    return content, [calls[i] for i in sorted(calls)], finish
 
 
-def assert_valid(calls) -> None:
-    for call in calls:
-        jsonschema.validate(json.loads(call["arguments"] if isinstance(call, dict) else call.function.arguments),
-                            SCHEMAS[call["name"] if isinstance(call, dict) else call.function.name])
-
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_named_choice_arguments_fit_the_schema(gateway_for, emulator, version):
-    client = client_for(gateway_for(version, *AUTO))
-    choice = {"type": "function", "function": {"name": "get_weather"}}
-    reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS, tool_choice=choice)
-    calls = reply.choices[0].message.tool_calls
-    assert [c.function.name for c in calls] == ["get_weather"] and reply.choices[0].finish_reason == "stop"
-    assert_valid(calls)
-    first = generations(emulator)[0]["body"]
-    assert first["parameters"]["grammar"] == {"type": "json", "value": WEATHER}
-    assert grammars(emulator) == ["json", None]  # the arguments, then the model may go on (it stops)
-    emulator.reset()
-    content, streamed, finish, usage = stream_result(client.chat.completions.create(
-        model="functionary", messages=MESSAGES, tools=TOOLS, tool_choice=choice, stream=True,
-        stream_options={"include_usage": True}))
-    assert content is None and finish == "stop" and len(streamed) == 1
-    assert streamed[0]["arguments"] == calls[0].function.arguments
-    assert usage.completion_tokens == sum(r["generated_tokens"] for r in generations(emulator))
-
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_required_constrains_the_name_then_the_arguments(gateway_for, emulator, version):
-    client = client_for(gateway_for(version, *AUTO))
-    reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS,
-                                           tool_choice="required")
-    calls = reply.choices[0].message.tool_calls
-    assert calls[0].function.name in SCHEMAS and reply.choices[0].finish_reason == "tool_calls"
-    assert_valid(calls)
-    assert grammars(emulator) == ["regex", "json", None]
-
-
-# A free generation whose call arguments are wrong, cut where they begin; the constrained segments' answers;
-# a second call cut the same way; the end. Explicit tokens make the cut point (and the usage) exact.
-def tokens(*texts: str, delay: float = 0.0) -> dict:
-    return {"tokens": [{"text": t, "special": t.startswith("<|") and t.endswith("|>"), "delay_s": delay}
-                       for t in texts]}
-
-
-SCRIPTS = {
-    "v3.llama3": [
-        tokens("I", " check", ">>>", "get_weather", "\n", '{"city": 1}', "<|eot_id|>"),
-        tokens('{"city": "Paris", "unit": "c", "days": 2}', "<|eot_id|>"),
-        tokens(">>>", "get_time", "\n", '{"tz"', ": 5}", "<|eot_id|>"),
-        tokens('{"tz": "UTC"}', "<|eot_id|>"),
-        tokens("<|eot_id|>"),
-    ],
-    "v3-llama3.1": [
-        tokens("I", " check", "<function=", "get_weather", ">", '{"city": 1}', "</function>", "<|eom_id|>"),
-        tokens('{"city": "Paris", "unit": "c", "days": 2}', "<|eot_id|>"),
-        tokens("<function=", "get_time", ">", '{"tz"', ": 5}", "</function>", "<|eom_id|>"),
-        tokens('{"tz": "UTC"}', "<|eot_id|>"),
-        tokens("<|eom_id|>"),
-    ],
-    "qwen2.5-text-only": [
-        tokens("I", " check", "\n", "<tool_call>", '\n{"name": "get_weather", "arguments": ', '{"city": 1}}',
-               "\n", "</tool_call>", "<|im_end|>"),
-        tokens('{"city": "Paris", "unit": "c", "days": 2}', "<|im_end|>"),
-        tokens("\n", "<tool_call>", '\n{"name": "get_time", "arguments": ', '{"tz"', ": 5}}", "<|im_end|>"),
-        tokens('{"tz": "UTC"}', "<|im_end|>"),
-        tokens("<|im_end|>"),
-    ],
-}
-CUT_AT = {"v3.llama3": (6, 4), "v3-llama3.1": (5, 3), "qwen2.5-text-only": (6, 4)}  # tokens read up to each cut
-OPENINGS = {"v3.llama3": (">>>get_weather\n", ">>>get_time\n"),
-            "v3-llama3.1": ("<function=get_weather>", "<function=get_time>"),
-            "qwen2.5-text-only": ('<tool_call>\n{"name": "get_weather", "arguments": ',
-                                  '<tool_call>\n{"name": "get_time", "arguments": ')}
-WANTED = [("get_weather", '{"city": "Paris", "unit": "c", "days": 2}'), ("get_time", '{"tz": "UTC"}')]
+def answer(client, *, stream: bool, **kwargs) -> tuple[str | None, list[dict], str]:
+    if stream:
+        return stream_result(client.chat.completions.create(model="functionary", stream=True, **kwargs))
+    reply = client.chat.completions.create(model="functionary", **kwargs)
+    message = reply.choices[0].message
+    calls = [{"name": c.function.name, "arguments": c.function.arguments} for c in message.tool_calls or ()]
+    return message.content, calls, reply.choices[0].finish_reason
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("stream", [False, True])
-def test_auto_cuts_each_call_and_constrains_its_arguments(gateway_for, emulator, version, stream):
-    client = client_for(gateway_for(version, *AUTO))
-    emulator.script(SCRIPTS[version])
-    kwargs = dict(model="functionary", messages=MESSAGES, tools=TOOLS, parallel_tool_calls=True)
-    if stream:
-        content, calls, finish, usage = stream_result(client.chat.completions.create(
-            **kwargs, stream=True, stream_options={"include_usage": True}))
-    else:
-        reply = client.chat.completions.create(**kwargs)
-        message, finish, usage = reply.choices[0].message, reply.choices[0].finish_reason, reply.usage
-        content = message.content
-        calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments} for c in message.tool_calls]
-    assert content == "I check" and finish == "tool_calls"
-    assert [(c["name"], c["arguments"]) for c in calls] == WANTED
-    assert len({c["id"] for c in calls}) == 2
-    requests = generations(emulator)
-    assert grammars(emulator) == [None, "json", None, "json", None]
-    first_open, second_open = OPENINGS[version]
-    assert requests[1]["body"]["inputs"].endswith("I check" + ("\n" if version.startswith("qwen") else "") + first_open)
-    assert requests[3]["body"]["inputs"].endswith(WANTED[0][1] + {"v3.llama3": "", "v3-llama3.1": "</function>"}.get(
-        version, "}\n</tool_call>\n") + second_open)
-    assert requests[1]["body"]["parameters"]["grammar"]["value"] == WEATHER
-    assert requests[3]["body"]["parameters"]["grammar"]["value"] == TIME
-    cut1, cut2 = CUT_AT[version]
-    generated = [r["generated_tokens"] for r in requests]
-    assert usage.completion_tokens == cut1 + generated[1] + cut2 + generated[3] + generated[4]
-    # the first generation was cut before TGI reported its input length: the gateway's own count of the prompt
-    assert usage.prompt_tokens > 0 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+def test_required_is_one_request_and_the_models_own_answer(gateway_for, emulator, version, stream):
+    client = client_for(gateway_for(version))
+    emulator.script([{"text": CALL_AFTER_REQUIRED[version]}])
+    content, calls, finish = answer(client, stream=stream, messages=MESSAGES, tools=TOOLS, tool_choice="required")
+    assert calls == [{"name": "get_weather", "arguments": ARGS}] and finish == "tool_calls"
+    (sent,) = generations(emulator)
+    prompt, regex = expected(version, messages=MESSAGES, tools=TOOLS, tool_choice="required")
+    assert sent["body"]["inputs"] == prompt  # the model's prompt, unchanged
+    assert sent["body"]["parameters"]["grammar"] == {"type": "regex", "value": regex}
+    assert re.fullmatch(regex, CALL_AFTER_REQUIRED[version])  # so masking by it leaves this answer as it is
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_stream_reads_like_the_unconstrained_stream(gateway_for, emulator, version):
-    """The guided stream and a plain stream of the same final text give the same message."""
-    client = client_for(gateway_for(version, *AUTO))
-    kwargs = dict(model="functionary", messages=MESSAGES, tools=TOOLS, stream=True)
-    emulator.script(SCRIPTS[version])
-    guided = stream_result(client.chat.completions.create(**kwargs))
-    final = "I check" + {"v3.llama3": ">>>get_weather\n{0}>>>get_time\n{1}<|eot_id|>",
-                         "v3-llama3.1": "<function=get_weather>{0}</function><function=get_time>{1}</function>"
-                                        "<|eom_id|>",
-                         "qwen2.5-text-only": '\n<tool_call>\n{{"name": "get_weather", "arguments": {0}}}\n'
-                                              '</tool_call>\n'
-                                              '<tool_call>\n{{"name": "get_time", "arguments": {1}}}\n</tool_call>'
-                                              "<|im_end|>"}[version].format(WANTED[0][1], WANTED[1][1])
-    emulator.script([{"text": final}])
-    plain = stream_result(client_for(gateway_for(version)).chat.completions.create(**kwargs))  # --grammar off
-    strip_ids = lambda result: (result[0], [(c["name"], c["arguments"]) for c in result[1]], result[2])  # noqa: E731
-    assert strip_ids(guided) == strip_ids(plain)
-
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_response_format(gateway_for, emulator, version):
-    client = client_for(gateway_for(version, *AUTO))
-    reply = client.chat.completions.create(model="functionary", messages=MESSAGES,
-                                           response_format={"type": "json_object"})
-    assert isinstance(json.loads(reply.choices[0].message.content), dict)
-    assert grammars(emulator) == ["regex"]
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}, "confidence": {"type": "number"}},
-              "required": ["answer", "confidence"]}
-    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
-    emulator.reset()
-    content, calls, finish, _ = stream_result(client.chat.completions.create(
-        model="functionary", messages=MESSAGES, response_format=fmt, stream=True))
-    jsonschema.validate(json.loads(content), schema)
-    assert calls == [] and finish == "stop"
-    assert generations(emulator)[0]["body"]["parameters"]["grammar"] == {"type": "json", "value": schema}
-    # with tools, the model decides: a call keeps its own grammar, a text answer gets the format's
-    emulator.reset()
-    text = ("all\n" if version == "v3.llama3" else "") + "It is sunny." + EOS[version]
-    emulator.script([{"text": text}])
-    reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS, response_format=fmt)
-    jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
-    assert grammars(emulator) == [None, "json"]
-
-
-def test_malformed_response_format_is_a_400(gateway_for):
-    client = client_for(gateway_for("v3-llama3.1", *AUTO))
-    with pytest.raises(Exception) as info:
-        client.chat.completions.create(model="functionary", messages=MESSAGES, response_format={"type": "json_schema"})
-    assert info.value.status_code == 400 and info.value.body["param"] == "response_format.json_schema"
-
-
-def test_schemas_tgi_cannot_take_degrade_with_a_warning(gateway_for, emulator):
-    gateway = gateway_for("v3-llama3.1", *AUTO)
-    client = client_for(gateway)
-    odd = [{"type": "function", "function": {"name": "pick", "parameters": {"anyOf": [TIME, WEATHER]}}},
-           {"type": "function", "function": {"name": "bad", "parameters": {"type": "object", "properties": {"a": 3}}}}]
-    reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=odd,
-                                           tool_choice={"type": "function", "function": {"name": "pick"}})
-    assert reply.choices[0].message.tool_calls[0].function.name == "pick"
-    assert grammars(emulator) == [None]  # no top-level properties: not sent at all
-    outcomes = []
-    for _ in range(2):  # TGI refuses the second one once; then it is not sent again
+@pytest.mark.parametrize("version", ["v3-llama3.1", "qwen2.5-text-only"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_guarantees_send_the_whole_turn_regex(gateway_for, emulator, version, stream):
+    client = client_for(gateway_for(version))
+    strict = [{**TOOLS[0], "function": {**TOOLS[0]["function"], "strict": True}}, TOOLS[1]]
+    for kwargs in (dict(tools=TOOLS, tool_choice=NAMED), dict(tools=TOOLS, parallel_tool_calls=False),
+                   dict(tools=strict), dict(response_format={"type": "json_object"})):
         emulator.reset()
-        reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=odd,
-                                               tool_choice={"type": "function", "function": {"name": "bad"}})
-        assert reply.choices[0].message.tool_calls[0].function.name == "bad"
-        outcomes.append([(g, r["outcome"]) for g, r in zip(grammars(emulator), generations(emulator))])
-    assert outcomes == [[("json", "validation"), (None, "ok")], [(None, "ok")]]
-    deadline = time.monotonic() + 5
-    while "generated unconstrained" not in gateway.logs() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "'pick' have no top-level 'properties'" in gateway.logs()
-    assert "TGI refused a grammar" in gateway.logs()
+        content, calls, _ = answer(client, stream=stream, messages=MESSAGES, **kwargs)  # demo answers
+        (sent,) = generations(emulator)
+        prompt, regex = expected(version, messages=MESSAGES, **kwargs)
+        assert sent["body"]["inputs"] == prompt
+        assert sent["body"]["parameters"]["grammar"] == {"type": "regex", "value": regex}, kwargs
+        for call in calls:
+            jsonschema.validate(json.loads(call["arguments"]), SCHEMAS[call["name"]])
+        if "response_format" in kwargs:
+            assert isinstance(json.loads(content), dict)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_demo_answer_under_required_fits(gateway_for, emulator, version):
+    content, calls, finish = answer(client_for(gateway_for(version)), stream=False, messages=MESSAGES, tools=TOOLS,
+                                    tool_choice="required")
+    assert calls and finish == "tool_calls"
+    for call in calls:
+        jsonschema.validate(json.loads(call["arguments"]), SCHEMAS[call["name"]])
+
+
+def test_nothing_asked_is_one_unconstrained_request(gateway_for, emulator):
+    client = client_for(gateway_for("v3-llama3.1"))
+    client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS)
+    client.chat.completions.create(model="functionary", messages=MESSAGES)
+    assert [r["body"]["parameters"].get("grammar") for r in generations(emulator)] == [None, None]
+
+
+@pytest.mark.parametrize("version", ["v3.llama3", "v3-llama3.1", "qwen2.5-text-only"])
+def test_stream_under_a_grammar_reads_like_without(gateway_for, emulator, version):
+    text = {"v3.llama3": f"all\nLet me check.>>>get_weather\n{ARGS}<|eot_id|>",
+            "v3-llama3.1": f"Let me check.<function=get_weather>{ARGS}</function><|eom_id|>",
+            "qwen2.5-text-only": f'Let me check.\n<tool_call>\n{{"name": "get_weather", "arguments": {ARGS}}}\n'
+                                 "</tool_call><|im_end|>"}[version]
+    strict = [{**TOOLS[0], "function": {**TOOLS[0]["function"], "strict": True}}]
+    results = []
+    for gateway in (gateway_for(version), gateway_for(version, *OFF)):
+        emulator.reset()
+        emulator.script([{"text": text}])
+        results.append(answer(client_for(gateway), stream=True, messages=MESSAGES, tools=strict))
+    guarded, plain = results
+    assert guarded == plain == ("Let me check.", [{"name": "get_weather", "arguments": ARGS}], "tool_calls")
+
+
+def test_answers_are_capped_at_1024_tokens_under_a_grammar(gateway_for, emulator):
+    client = client_for(gateway_for("v3-llama3.1"))
+    client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS, tool_choice="required",
+                                   max_tokens=4000)
+    client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS, max_tokens=4000)
+    assert [r["body"]["parameters"]["max_new_tokens"] for r in generations(emulator)] == [1024, 4000]
+
+
+def test_unsupported_schema_is_a_400_naming_the_field(gateway_for):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"not": {"type": "string"}}}}}}]
+    client = client_for(gateway_for("v3-llama3.1"))
+    with pytest.raises(BadRequestError) as caught:
+        client.chat.completions.create(model="functionary", messages=MESSAGES, tools=tools, tool_choice="required")
+    assert caught.value.body["param"] == "tools[0].function.parameters"
+    # nothing asked of the arguments: no grammar, no refusal
+    client.chat.completions.create(model="functionary", messages=MESSAGES, tools=tools)
+
+
+def test_malformed_response_format_is_a_400_in_every_mode(gateway_for):
+    for extra in ((), OFF):
+        client = client_for(gateway_for("v3-llama3.1", *extra))
+        with pytest.raises(BadRequestError) as caught:
+            client.chat.completions.create(model="functionary", messages=MESSAGES,
+                                           response_format={"type": "json_schema"})
+        assert caught.value.body["param"] == "response_format.json_schema"
 
 
 def test_grammar_off_sends_no_grammar(gateway_for, emulator):
-    client = client_for(gateway_for("v3-llama3.1", "--grammar", "off"))
+    client = client_for(gateway_for("v3-llama3.1", *OFF))
     client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS, tool_choice="required")
     client.chat.completions.create(model="functionary", messages=MESSAGES, response_format={"type": "json_object"})
-    assert grammars(emulator) == [None, None]
+    assert [r["body"]["parameters"].get("grammar") for r in generations(emulator)] == [None, None]
+
+
+def test_grammar_on_constrains_every_request_with_tools(gateway_for, emulator):
+    client = client_for(gateway_for("v3-llama3.1", "--grammar", "on"))
+    client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS)
+    client.chat.completions.create(model="functionary", messages=MESSAGES)
+    grammars = [r["body"]["parameters"].get("grammar") for r in generations(emulator)]
+    assert grammars[0]["type"] == "regex" and grammars[1] is None
 
 
 def test_tgi_without_grammar_support(start_emulator, model_dirs):
     tgi = start_emulator(disable_grammar_support=True, max_total_tokens=65536, max_input_tokens=60000)
     args = ["--model", str(model_dirs("v3.llama3")), "--endpoint", tgi.base_url, "--prompt-template", "v3.llama3",
             "--no-launch", "--served-model-name", "functionary"]
-    with start_gateway(args + list(AUTO)) as gateway:  # auto: the start-up probe finds out, requests go unconstrained
-        reply = client_for(gateway).chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS,
-                                                            tool_choice="required")
-        assert reply.choices[0].message.tool_calls[0].function.name == "get_weather"
-        assert [r["outcome"] for r in tgi.requests()] == ["validation", "ok"]  # the probe, then the request
-        assert "grammar" not in tgi.requests()[1]["body"]["parameters"]
+    with start_gateway(args) as gateway:  # auto: the start-up probe finds out
+        client = client_for(gateway)
+        with pytest.raises(BadRequestError) as caught:
+            client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS, tool_choice="required")
+        assert caught.value.body["code"] == "grammar_unsupported"
+        assert caught.value.body["type"] == "invalid_request_error"
+        reply = client.chat.completions.create(model="functionary", messages=MESSAGES, tools=TOOLS)  # nothing promised
+        assert reply.choices[0].finish_reason in ("stop", "tool_calls")
+        assert [r["outcome"] for r in tgi.requests()] == ["validation", "ok"]  # the probe, then the plain request
     with start_gateway(args + ["--grammar", "on"], wait=False) as gateway:
         assert gateway.process.wait(timeout=30) != 0
         assert "--grammar on, but TGI at " + tgi.base_url + " refuses grammars" in gateway.logs()
 
 
-def test_client_disconnect_cancels_the_running_segment(gateway_for, emulator):
-    gateway = gateway_for("v3-llama3.1", *AUTO)
-    emulator.script([tokens(*(['{"city": "'] + ["a"] * 40 + ['", "unit": "c", "days": 1}', "<|eot_id|>"]), delay=0.05)])
-    body = {"model": "functionary", "messages": MESSAGES, "tools": TOOLS, "stream": True,
-            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+def test_client_disconnect_cancels_the_constrained_generation(gateway_for, emulator):
+    gateway = gateway_for("v3-llama3.1")
+    tokens = ['{"city": "'] + ["a"] * 40 + ['", "unit": "c"}', "</function>", "<|eom_id|>"]
+    emulator.script([{"tokens": [{"text": t, "special": t == "<|eom_id|>", "delay_s": 0.05} for t in tokens]}])
+    body = {"model": "functionary", "messages": MESSAGES, "tools": TOOLS, "stream": True, "tool_choice": NAMED}
     with httpx.Client(base_url=gateway.base_url, timeout=10) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as response:
             for line in response.iter_lines():
@@ -285,4 +222,4 @@ def test_client_disconnect_cancels_the_running_segment(gateway_for, emulator):
                     break  # leave mid-arguments
     state = emulator.wait_state(lambda s: s["in_flight"] == 0 and s["cancelled"] == 1, timeout=5)
     assert state["in_flight"] == 0 and state["cancelled"] == 1
-    assert len(generations(emulator)) == 1  # nothing started after the client left
+    assert len(generations(emulator)) == 1
