@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -463,11 +463,9 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         record.completion_id, record.model, record.stream = plan.request_id, plan.model, bool(req.stream)
         log.debug("request %s: %s, %d prompt tokens, stream=%s", _rid(request), plan.request_id, plan.prompt_tokens, bool(req.stream))
         if req.stream:
-            body = await runtime.chat.stream(plan)
-            return StreamingResponse(
-                body, media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
+            from tgi.api.streaming import SSEResponse
+
+            return SSEResponse(await runtime.chat.stream(plan), coalesce=plan.n == 1)  # perf: one write per TGI read
         return JSONResponse(await runtime.chat.complete(plan))
 
     @app.get("/v1/models")

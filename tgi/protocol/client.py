@@ -112,6 +112,7 @@ class TGIClient:
     async def generate_stream(self, request: GenerateRequest | Mapping) -> AsyncIterator[StreamEvent]:
         """Yield TGI's token events up to and including the final one (``event.is_final``)."""
         idle = self._idle_timeout
+        await flush_pending()  # a guided answer's next segment: what the last one made goes out first
         try:
             response = await self._http.request("POST", "/generate_stream", _body(request), timeout=idle)
         except TransportError as exc:

@@ -151,7 +151,7 @@ class _Connection(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             sock = transport.get_extra_info("socket")
             if sock is not None:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, TypeError):  # uvloop: no shutdown(); abort() is prompt there
                     sock.shutdown(socket.SHUT_RDWR)
             transport.abort()
 
