@@ -4,7 +4,8 @@ Starlette's ``StreamingResponse`` sends every chunk as its own ASGI message, and
 socket at once: one ``send`` system call (and one wake-up of the client) per token, the largest single cost of a
 streamed token in the profile (bench/PERF-NOTES.md). :class:`SSEResponse` keeps the chunks made since the last
 write and writes them when the TGI client is about to wait for the network (``tgi.protocol.flush``), at the end,
-and every ``max_pending`` chunks. Nothing made is held back while the gateway waits for TGI, so time to first
+and every ``max_pending`` chunks; the first two chunks (the role, then the first content or tool call: the first
+result of a stream always carries one) are written as soon as they are made. Nothing made is held back while the gateway waits for TGI, so time to first
 token and per-token latency do not change; only the number of writes does.
 
 Disconnects are StreamingResponse's own: the body runs in the same task as before, which is cancelled when the
@@ -43,9 +44,11 @@ class SSEResponse(StreamingResponse):
                 pending.clear()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
 
+        eager = True  # the role chunk and the first content chunk go out at once: time to first token
         with flushing(flush):
             async for chunk in self.body_iterator:
                 pending.append(chunk)
-                if len(pending) >= self.max_pending:
+                if (eager and len(pending) >= 2) or len(pending) >= self.max_pending:
+                    eager = False
                     await flush()
         await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
