@@ -24,6 +24,7 @@ from functionary.request import prepare_request
 from functionary.stops import StopTrimmer
 from functionary.templates.base import ParsedOutput, PreparedRequest, PromptTemplate
 from tgi.protocol.errors import UpstreamError, UpstreamGenerationError, UpstreamTimeoutError
+from tgi.pipeline.deadline import Deadline
 from tgi.pipeline.grammar import GrammarPlan, GrammarSupport, plan_grammar
 from tgi.pipeline.guided import GuidedGeneration
 from tgi.ops.metrics import RequestRecord
@@ -309,10 +310,12 @@ class ChatService:
             return None
         return asyncio.get_running_loop().time() + self.request_timeout
 
-    async def _before(self, deadline: float | None, awaitable):
+    async def _before(self, deadline: float | None, awaitable, timer: Deadline | None = None):
         """``await awaitable`` within the request's deadline. The wait is cancelled in this task (never across a
         ``yield``), so the TGI stream under it is closed and TGI stops generating."""
         try:
+            if timer is not None:  # perf: one timer for all the waits of a stream (tgi/pipeline/deadline.py)
+                return await timer.run(awaitable)
             async with asyncio.timeout_at(deadline):
                 return await awaitable
         except TimeoutError:
@@ -326,6 +329,7 @@ class ChatService:
         prompt_tokens = plan.prompt_tokens
         completion_tokens = 0
         calls = 0  # ops: tool calls started, for the log line and /metrics
+        timer = Deadline(deadline)
         try:
             for i in range(plan.n):
                 yield _chunk(prefix, i, {"role": "assistant", "content": ""}, None, None)
@@ -345,7 +349,7 @@ class ChatService:
                     if result.prompt_tokens is not None:
                         prompt_tokens = result.prompt_tokens
                     yield _chunk(prefix, index, {}, result.finish_reason, None)
-                item = await self._before(deadline, anext(merged, None))
+                item = await self._before(deadline, anext(merged, None), timer)
             if plan.include_usage:
                 usage = _usage(prompt_tokens, completion_tokens)
                 yield b"data: " + prefix + b'],"usage":' + _DUMPS(usage).encode() + b"}\n\n"
@@ -355,6 +359,7 @@ class ChatService:
                 plan.record.error_type, plan.record.error_code = exc.error_type, exc.code
             yield b"data: " + _DUMPS(exc.to_dict()).encode() + b"\n\n"
         finally:
+            timer.close()
             await merged.aclose()
             if plan.record is not None:  # ops hook
                 plan.record.usage(prompt_tokens, completion_tokens, calls)
