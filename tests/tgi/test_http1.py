@@ -107,3 +107,21 @@ async def test_a_closed_pool_refuses():
     await pool.aclose()
     with pytest.raises(Exception, match="closed"):
         await pool.request("GET", "/health", timeout=1)
+
+
+async def test_a_buffered_stream_wakes_once_and_keeps_the_idle_timeout(emulator):
+    """``buffered``: the same events, woken at the end; the idle timeout still runs between reads, so a slow
+    answer whose tokens keep coming completes and a silent one times out."""
+    from tgi.protocol.errors import UpstreamGenerationError
+
+    slow = {"tokens": [{"text": w, "delay_s": 0.15} for w in ("a", " b", " c", " d", " e")] + [{"text": "<|eot_id|>"}]}
+    emulator.script([slow, {"text": "a<|eot_id|>", "delay_s": 0.8}])
+    body = {"inputs": "x", "parameters": {"details": True, "max_new_tokens": 20}}
+    async with TGIClient(emulator.base_url, idle_timeout=0.5) as client:
+        async with aclosing(client.generate_stream(body, buffered=True)) as events:
+            got = [e async for e in events]
+        assert got[-1].generated_text.startswith("a b c d e") and len(got) == 6
+        with pytest.raises(UpstreamGenerationError) as caught:
+            async with aclosing(client.generate_stream(body, buffered=True)) as events:
+                [e async for e in events]
+        assert caught.value.code == "upstream_timeout"

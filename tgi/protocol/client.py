@@ -109,8 +109,11 @@ class TGIClient:
         answer = await self._request("POST", "/tokenize", content=body, read_timeout=self._idle_timeout)
         return TOKENIZE_RESPONSE.validate_json(answer)
 
-    async def generate_stream(self, request: GenerateRequest | Mapping) -> AsyncIterator[StreamEvent]:
-        """Yield TGI's token events up to and including the final one (``event.is_final``)."""
+    async def generate_stream(self, request: GenerateRequest | Mapping, *,
+                              buffered: bool = False) -> AsyncIterator[StreamEvent]:
+        """Yield TGI's token events up to and including the final one (``event.is_final``). ``buffered``: the
+        consumer needs the events only at the end (a non-streamed answer), so the stream is woken once when the
+        answer is complete rather than at every read (the idle timeout still applies between reads)."""
         idle = self._idle_timeout
         await flush_pending()  # a guided answer's next segment: what the last one made goes out first
         try:
@@ -126,7 +129,7 @@ class TGIClient:
                 while not pending:
                     if not response.buffered:
                         await flush_pending()  # what the last read made goes out before we wait
-                    chunk = await _next_chunk(response, idle)
+                    chunk = await _next_chunk(response, idle, buffered)
                     if chunk is None:
                         raise UpstreamGenerationError(
                             "TGI's stream ended before its final event", code="incomplete_generation_stream")
@@ -163,9 +166,9 @@ def _body(request: GenerateRequest | Mapping) -> bytes:
     return request.to_json()
 
 
-async def _next_chunk(response: Response, idle: float | None) -> bytes | None:
+async def _next_chunk(response: Response, idle: float | None, whole: bool = False) -> bytes | None:
     try:
-        return await response.next_chunk(idle)
+        return await response.next_chunk(idle, whole=whole)
     except ReadTimeout as exc:
         raise UpstreamGenerationError(
             f"TGI sent nothing for too long mid-stream ({type(exc).__name__})", code="upstream_timeout"

@@ -58,6 +58,10 @@ class _Connection(asyncio.Protocol):
         self.lost_reason: BaseException | None = None
         self.idle_since = 0.0
         self._waiter: asyncio.Future | None = None
+        self._whole = False  # the waiter wants the whole answer: wake it at the end, not at every read
+        self._timeout: float | None = None  # of the current wait
+        self._since = 0.0  # the current wait's start, or the last bytes received during it
+        self._watchdog: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -84,7 +88,11 @@ class _Connection(asyncio.Protocol):
             self.broken = "unexpected protocol upgrade"
         except httptools.HttpParserError as exc:
             self.broken = f"bad HTTP from the server: {exc}"
-        self._wake()
+        if self._waiter is not None:
+            if self._whole and not self.complete and self.broken is None and self.headers_done:
+                self._since = self.loop.time()  # bytes came: the idle timeout starts again
+            else:
+                self._wake()
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -121,18 +129,39 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, timeout: float | None) -> None:
-        """Until something new was parsed, or the connection was lost; ``ReadTimeout`` after ``timeout`` s."""
+    async def wait(self, timeout: float | None, *, whole: bool = False) -> None:
+        """Until something new was parsed (with ``whole``: until the answer is complete), or the connection was
+        lost; ``ReadTimeout`` when the server sends nothing for ``timeout`` seconds.
+
+        One watchdog timer serves every wait of the connection: it is armed when none is, and when it fires
+        before the timeout is reached (bytes came, or a new wait began) it is armed again for the rest. Arming
+        and cancelling a loop timer for every read costs more than the read's own work."""
         if self.lost:
             return
         waiter = self._waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+        self._whole, self._timeout = whole, timeout
+        if timeout is not None:
+            self._since = now = self.loop.time()
+            watchdog = self._watchdog
+            if watchdog is None or watchdog.when() > now + timeout:  # none, or one for a longer timeout
+                if watchdog is not None:
+                    watchdog.cancel()
+                self._watchdog = self.loop.call_at(now + timeout, self._watch)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        waiter, timeout = self._waiter, self._timeout
+        if waiter is None or waiter.done() or timeout is None:
+            return  # no wait in progress: the next one arms a new watchdog
+        due = self._since + timeout
+        if self.loop.time() >= due:
+            waiter.set_exception(ReadTimeout("the server sent nothing in time"))
+        else:
+            self._watchdog = self.loop.call_at(due, self._watch)
 
     def failure(self) -> Disconnected | None:
         if self.broken is not None:
@@ -147,6 +176,9 @@ class _Connection(asyncio.Protocol):
         """Close now: the server sees the end at once (a generation in flight is cancelled), not at the event
         loop's next turn."""
         self.lost = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
             sock = transport.get_extra_info("socket")
@@ -154,11 +186,6 @@ class _Connection(asyncio.Protocol):
                 with contextlib.suppress(OSError, TypeError):  # uvloop: no shutdown(); abort() is prompt there
                     sock.shutdown(socket.SHUT_RDWR)
             transport.abort()
-
-
-def _expire(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_exception(ReadTimeout("the server sent nothing in time"))
 
 
 class Response:
@@ -178,8 +205,9 @@ class Response:
         conn = self._conn
         return bool(conn.chunks) or conn.complete or conn.lost or conn.broken is not None
 
-    async def next_chunk(self, timeout: float | None) -> bytes | None:
-        """The next piece of the body, ``None`` at its end."""
+    async def next_chunk(self, timeout: float | None, *, whole: bool = False) -> bytes | None:
+        """The next piece of the body, ``None`` at its end. ``whole``: when the next piece is not here yet, wait
+        for the rest of the answer at once (one wake-up, not one per read; ``timeout`` is still per read)."""
         conn = self._conn
         while True:
             if conn.chunks:
@@ -191,13 +219,13 @@ class Response:
             failure = conn.failure()
             if failure is not None:
                 raise failure
-            await conn.wait(timeout)
+            await conn.wait(timeout, whole=whole)
 
     async def read(self, timeout: float | None, limit: int | None = None) -> bytes:
         """The rest of the body (at most about ``limit`` bytes: then what was read so far)."""
         parts = []
         size = 0
-        while (chunk := await self.next_chunk(timeout)) is not None:
+        while (chunk := await self.next_chunk(timeout, whole=True)) is not None:
             parts.append(chunk)
             size += len(chunk)
             if limit is not None and size > limit:
