@@ -31,6 +31,7 @@ CASES = {
     "tool-stream": (lambda: workload.tool_request(stream=True), lambda: workload.TOOL_REPLY),
     "chat-stream-50": (lambda: workload.chat_request(stream=True), lambda: workload.long_reply(workload.SHORT_TOKENS)),
     "chat-stream-1k": (lambda: workload.chat_request(stream=True), lambda: workload.long_reply(1000)),
+    "chat-1k": (lambda: workload.chat_request(stream=False), lambda: workload.long_reply(1000)),
 }
 
 
