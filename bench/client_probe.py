@@ -6,7 +6,7 @@ Runs standalone (standard library + the client under test), so that the ``text-g
 measured from a throwaway virtualenv: it pins ``huggingface-hub<1.0`` and is never a dependency of ours.
 Prints one JSON object. ``bench/clients.py`` runs it for each client and tabulates the answers.
 
-Clients: ``thin`` is ours (``tgi.protocol.client.TGIClient``: httpx, ``/generate_stream``, our SSE decoder);
+Clients: ``thin`` is ours (``tgi.protocol.client.TGIClient``: tgi.protocol.http1, ``/generate_stream``, our SSE decoder);
 ``hub`` is ``huggingface_hub.AsyncInferenceClient`` (``text_generation(stream=True, details=True)``, posts to
 ``/``); ``textgen`` is ``text_generation.AsyncClient`` 0.7.0 (posts to ``/``).
 """

@@ -47,7 +47,7 @@ def compare(*, quick: bool = False) -> dict:
     tg_python, tg_note = text_generation_python()
     import huggingface_hub
 
-    runs = [("thin", sys.executable, "tgi.protocol.client.TGIClient (httpx " + _version("httpx") + ")"),
+    runs = [("thin", sys.executable, "tgi.protocol.client.TGIClient (tgi.protocol.http1, httptools " + _version("httptools") + ")"),
             ("hub", sys.executable, f"huggingface_hub {huggingface_hub.__version__} AsyncInferenceClient"),
             ("textgen", tg_python, tg_note)]
     out: dict = {"clients": {}}

@@ -289,7 +289,7 @@ class EndpointPool:
             started = False
             held: list = []
             try:
-                async with aclosing(endpoint.client.generate_stream(body)) as events:
+                async with aclosing(endpoint.client.generate_stream(body, buffered=buffered)) as events:
                     async for event in events:
                         if not started:
                             started = True

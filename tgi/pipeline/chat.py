@@ -25,6 +25,7 @@ from functionary.stops import StopTrimmer
 from functionary.templates.base import (
     Event, ParsedOutput, PreparedRequest, PromptTemplate, TextDelta, ToolCallStart,
 )
+from tgi.pipeline.deadline import Deadline
 from tgi.ops.metrics import RequestRecord
 from tgi.pipeline.chunks import DUMPS, ChunkWriter
 from tgi.pipeline.content import ContentStage, TokenLedger, model_text, token_logprob
@@ -323,12 +324,14 @@ class ChatService:
         return self._sse(plan, await self.results(plan))
 
     async def _results(self, merged, first, deadline: float | None) -> AsyncIterator[tuple[int, ChoiceResult]]:
+        timer = Deadline(deadline)  # perf: one timer for all the waits of a stream (tgi/pipeline/deadline.py)
         try:
             item = first
             while item is not None:
                 yield item
-                item = await self._before(deadline, anext(merged, None))
+                item = await self._before(deadline, anext(merged, None), timer)
         finally:
+            timer.close()
             await merged.aclose()
 
     def _deadline(self) -> float | None:
@@ -336,10 +339,12 @@ class ChatService:
             return None
         return asyncio.get_running_loop().time() + self.request_timeout
 
-    async def _before(self, deadline: float | None, awaitable):
+    async def _before(self, deadline: float | None, awaitable, timer: Deadline | None = None):
         """``await awaitable`` within the request's deadline. The wait is cancelled in this task (never across a
         ``yield``), so the TGI stream under it is closed and TGI stops generating."""
         try:
+            if timer is not None:  # perf: one timer for all the waits of a stream (tgi/pipeline/deadline.py)
+                return await timer.run(awaitable)
             async with asyncio.timeout_at(deadline):
                 return await awaitable
         except TimeoutError:

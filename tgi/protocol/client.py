@@ -1,30 +1,34 @@
-"""An async client for one TGI endpoint: one pooled ``httpx.AsyncClient``, TGI's errors raised as ours.
+"""An async client for one TGI endpoint: a keep-alive connection pool (``http1.py``), TGI's errors raised as ours.
 
-Timeouts: ``connect_timeout`` bounds reaching TGI; a stream has no overall limit but fails when TGI sends
-nothing for ``idle_timeout`` seconds (TGI writes a ``:`` keep-alive every 15 s, so the default 45 s only trips
-on a stuck server); a non-streaming ``generate`` may take ``generate_timeout`` seconds (TGI sends nothing
-until the whole generation is done).
+Timeouts: ``connect_timeout`` bounds reaching TGI (and waiting for a free pooled connection); a stream has no
+overall limit but fails when TGI sends nothing for ``idle_timeout`` seconds (TGI writes a ``:`` keep-alive every
+15 s, so the default 45 s only trips on a stuck server); a non-streaming ``generate`` may take
+``generate_timeout`` seconds (TGI sends nothing until the whole generation is done).
 
 Errors: a connect failure, or a reset or close before TGI answered, is :class:`UpstreamUnavailableError`;
 any non-200 answer and any error event inside a 200 stream go through :func:`error_from_tgi`; a stream that
 ends (or breaks) without its final event is :class:`UpstreamGenerationError` with code
 ``incomplete_generation_stream``.
 
-Cancellation: :meth:`TGIClient.generate_stream` closes the upstream response in ``finally``, so a consumer
-that stops early or is cancelled closes the connection and TGI stops generating. Close the generator
-deterministically (``async with contextlib.aclosing(client.generate_stream(req)) as events``) rather than
-leaving it to garbage collection.
+Cancellation: :meth:`TGIClient.generate_stream` closes the upstream connection in ``finally`` unless the answer
+was read through, so a consumer that stops early or is cancelled closes the connection and TGI stops
+generating. Close the generator deterministically (``async with contextlib.aclosing(client.generate_stream(req))
+as events``) rather than leaving it to garbage collection.
+
+Events are :class:`tgi.protocol.events.StreamEvent` (msgspec; the attributes of ``types.StreamResponse``).
+Before waiting for TGI's next read, a stream awaits :func:`tgi.protocol.flush.flush_pending`, so the response
+writer sends what the events of the last read made in one write (``tgi/api/streaming.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 
-import httpx
-from pydantic import ValidationError
+import msgspec
 
 from tgi.protocol.errors import (
     UpstreamError,
@@ -32,13 +36,16 @@ from tgi.protocol.errors import (
     UpstreamUnavailableError,
     error_from_tgi,
 )
+from tgi.protocol.events import StreamEvent, decode_event
+from tgi.protocol.flush import flush_pending
+from tgi.protocol.http1 import Disconnected, HTTPPool, PoolTimeout, ReadTimeout, Response, TransportError
 from tgi.protocol.sse import SSEDecoder
-from tgi.protocol.types import TOKENIZE_RESPONSE, GenerateRequest, GenerateResponse, Info, SimpleToken, StreamResponse
+from tgi.protocol.types import TOKENIZE_RESPONSE, GenerateRequest, GenerateResponse, Info, SimpleToken
 
 __all__ = ["TGIClient"]
 
-_JSON = {"content-type": "application/json"}
 _MAX_ERROR_BODY = 64 * 1024
+_DRAIN_TIMEOUT = 1.0  # what the end of a body may take after TGI's final event before the connection is dropped
 
 
 class TGIClient:
@@ -55,25 +62,14 @@ class TGIClient:
         max_connections: int = 256,
         max_keepalive_connections: int = 256,  # = max_connections: a burst of answers must not close them
         keepalive_expiry: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._idle_timeout = idle_timeout
         self._generate_timeout = generate_timeout
-        self._connect_timeout = connect_timeout
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(connect=connect_timeout, read=idle_timeout, write=idle_timeout, pool=connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-                keepalive_expiry=keepalive_expiry,
-            ),
-            transport=transport,
-            trust_env=False,
-        )
+        self._http = HTTPPool(self.base_url, connect_timeout=connect_timeout, pool_timeout=connect_timeout,
+                              max_connections=max_connections, max_keepalive=max_keepalive_connections,
+                              keepalive_expiry=keepalive_expiry, headers=headers)
 
     async def __aenter__(self) -> TGIClient:
         return self
@@ -86,71 +82,81 @@ class TGIClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _timeout(self, read: float | None) -> httpx.Timeout:
-        return httpx.Timeout(connect=self._connect_timeout, read=read, write=self._idle_timeout,
-                             pool=self._connect_timeout)
-
     async def health(self) -> bool:
         """Whether ``GET /health`` answers 200; never raises for an unreachable or starting server."""
+        timeout = min(self._idle_timeout, 10.0)
         try:
-            response = await self._http.get("/health", timeout=self._timeout(min(self._idle_timeout, 10.0)))
-        except httpx.HTTPError:
+            response = await self._http.request("GET", "/health", timeout=timeout)
+            try:
+                await response.read(timeout)
+            finally:
+                response.release()
+        except TransportError:
             return False
-        return response.status_code == 200
+        return response.status == 200
 
     async def info(self) -> Info:
-        response = await self._request("GET", "/info", read_timeout=min(self._idle_timeout, 30.0))
-        return Info.model_validate_json(response.content)
+        body = await self._request("GET", "/info", read_timeout=min(self._idle_timeout, 30.0))
+        return Info.model_validate_json(body)
 
     async def generate(self, request: GenerateRequest | Mapping) -> GenerateResponse:
-        response = await self._request("POST", "/generate", content=_body(request),
-                                       read_timeout=self._generate_timeout)
-        return GenerateResponse.model_validate_json(response.content)
+        body = await self._request("POST", "/generate", content=_body(request), read_timeout=self._generate_timeout)
+        return GenerateResponse.model_validate_json(body)
 
     async def tokenize(self, text: str) -> list[SimpleToken]:
         """TGI's own tokenization of ``text`` (BOS included, as ``/generate`` counts it)."""
         body = GenerateRequest(inputs=text).to_json()
-        response = await self._request("POST", "/tokenize", content=body, read_timeout=self._idle_timeout)
-        return TOKENIZE_RESPONSE.validate_json(response.content)
+        answer = await self._request("POST", "/tokenize", content=body, read_timeout=self._idle_timeout)
+        return TOKENIZE_RESPONSE.validate_json(answer)
 
-    async def generate_stream(self, request: GenerateRequest | Mapping) -> AsyncIterator[StreamResponse]:
-        """Yield TGI's token events up to and including the final one (``event.is_final``)."""
-        http_request = self._http.build_request("POST", "/generate_stream", content=_body(request), headers=_JSON)
+    async def generate_stream(self, request: GenerateRequest | Mapping, *,
+                              buffered: bool = False) -> AsyncIterator[StreamEvent]:
+        """Yield TGI's token events up to and including the final one (``event.is_final``). ``buffered``: the
+        consumer needs the events only at the end (a non-streamed answer), so the stream is woken once when the
+        answer is complete rather than at every read (the idle timeout still applies between reads)."""
+        idle = self._idle_timeout
+        await flush_pending()  # a guided answer's next segment: what the last one made goes out first
         try:
-            response = await self._http.send(http_request, stream=True)
-        except _CONNECT_ERRORS as exc:
+            response = await self._http.request("POST", "/generate_stream", _body(request), timeout=idle)
+        except TransportError as exc:
             raise _unreachable(exc) from exc
-        events = _events(response)
         try:
-            if response.status_code != 200:
-                raise await _error_response(response)
-            async for event in events:
+            if response.status != 200:
+                raise await _error_response(response, idle)
+            decoder = SSEDecoder()
+            pending: collections.deque = collections.deque()
+            while True:
+                while not pending:
+                    if not response.buffered:
+                        await flush_pending()  # what the last read made goes out before we wait
+                    chunk = await _next_chunk(response, idle, buffered)
+                    if chunk is None:
+                        raise UpstreamGenerationError(
+                            "TGI's stream ended before its final event", code="incomplete_generation_stream")
+                    pending.extend(decoder.feed(chunk))
+                event = _parse_event(pending.popleft().data)
                 if event.is_final:
-                    # Read the body to its end before handing out the last event: httpx pools a connection only
-                    # when its response was read through, and a consumer usually stops right at this event.
-                    await _drain(events)
+                    # Read the body to its end before handing out the last event: the connection is pooled only
+                    # when its answer was read through, and a consumer usually stops right at this event.
+                    await _drain(response, decoder)
                     yield event
                     return
                 yield event
-            raise UpstreamGenerationError(
-                "TGI's stream ended before its final event", code="incomplete_generation_stream"
-            )
         finally:
-            await events.aclose()
-            await response.aclose()
+            response.release()  # pooled when read through, else closed: TGI stops generating
 
     async def _request(self, method: str, path: str, *, content: bytes | None = None,
-                       read_timeout: float | None) -> httpx.Response:
+                       read_timeout: float | None) -> bytes:
         try:
-            response = await self._http.request(
-                method, path, content=content, headers=_JSON if content is not None else None,
-                timeout=self._timeout(read_timeout),
-            )
-        except _CONNECT_ERRORS as exc:
+            response = await self._http.request(method, path, content, timeout=read_timeout)
+            try:
+                if response.status != 200:
+                    raise await _error_response(response, read_timeout)
+                return await response.read(read_timeout)
+            finally:
+                response.release()
+        except TransportError as exc:
             raise _unreachable(exc) from exc
-        if response.status_code != 200:
-            raise await _error_response(response)
-        return response
 
 
 def _body(request: GenerateRequest | Mapping) -> bytes:
@@ -160,38 +166,36 @@ def _body(request: GenerateRequest | Mapping) -> bytes:
     return request.to_json()
 
 
-async def _drain(events: AsyncIterator[StreamResponse], *, timeout: float = 1.0) -> None:
-    """Consume what follows TGI's final event (only the chunked body's end, normally). A server that keeps the
-    body open, or sends something broken after the final event, only costs the connection's reuse."""
+async def _next_chunk(response: Response, idle: float | None, whole: bool = False) -> bytes | None:
     try:
-        async with asyncio.timeout(timeout):
-            async for _ in events:
-                pass
-    except (TimeoutError, UpstreamError):
-        pass
-
-
-async def _events(response: httpx.Response) -> AsyncIterator[StreamResponse]:
-    """Decoded token events of a 200 stream; error events and broken streams raise."""
-    decoder = SSEDecoder()
-    try:
-        async for chunk in response.aiter_bytes():
-            for sse in decoder.feed(chunk):
-                yield _parse_event(sse.data)
-    except httpx.TimeoutException as exc:
+        return await response.next_chunk(idle, whole=whole)
+    except ReadTimeout as exc:
         raise UpstreamGenerationError(
             f"TGI sent nothing for too long mid-stream ({type(exc).__name__})", code="upstream_timeout"
         ) from exc
-    except httpx.HTTPError as exc:  # reset or broken chunked body after the headers
+    except TransportError as exc:  # reset or broken chunked body after the headers
         raise UpstreamGenerationError(
             f"TGI's stream broke before its final event: {exc!r}", code="incomplete_generation_stream"
         ) from exc
 
 
-def _parse_event(data: str) -> StreamResponse:
+async def _drain(response: Response, decoder: SSEDecoder) -> None:
+    """Consume what follows TGI's final event (only the chunked body's end, normally). A server that keeps the
+    body open, or sends something broken after the final event, only costs the connection's reuse."""
+    if not response.buffered:
+        await flush_pending()
     try:
-        return StreamResponse.model_validate_json(data)
-    except ValidationError:
+        async with asyncio.timeout(None if response.buffered else _DRAIN_TIMEOUT):
+            while (chunk := await response.next_chunk(_DRAIN_TIMEOUT)) is not None:
+                decoder.feed(chunk)
+    except (TimeoutError, TransportError):
+        pass
+
+
+def _parse_event(data: str) -> StreamEvent:
+    try:
+        return decode_event(data)
+    except msgspec.MsgspecError:
         pass
     try:
         payload = json.loads(data)
@@ -202,17 +206,14 @@ def _parse_event(data: str) -> StreamResponse:
     raise UpstreamGenerationError(f"TGI sent an event that is not a token: {data[:200]!r}", code="bad_upstream_event")
 
 
-async def _error_response(response: httpx.Response) -> UpstreamError:
+async def _error_response(response: Response, timeout: float | None) -> UpstreamError:
     try:
+        body = await response.read(timeout, limit=_MAX_ERROR_BODY)
+    except TransportError:
         body = b""
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > _MAX_ERROR_BODY:
-                break
-    except httpx.HTTPError:
-        pass
-    return error_from_tgi(status=response.status_code, body=body,
-                          retry_after=_retry_after(response.headers.get("retry-after")))
+    retry_after = response.headers.get(b"retry-after")
+    return error_from_tgi(status=response.status, body=body,
+                          retry_after=_retry_after(retry_after.decode("latin-1") if retry_after else None))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -222,16 +223,12 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-# A TGI killed while a connection to it is being made can surface from inside httpx/anyio as an OSError or an
-# AttributeError (a socket already gone when its peer name is read) rather than an httpx error: it is the
-# same "unreachable" for the pool (retry elsewhere), never a 500.
-_CONNECT_ERRORS = (httpx.HTTPError, OSError, AttributeError)
-
-
-def _unreachable(exc: Exception) -> UpstreamError:
+def _unreachable(exc: TransportError) -> UpstreamError:
     """Nothing was answered: refused, reset or closed before the status line, or timed out."""
-    if isinstance(exc, httpx.ReadTimeout):
+    if isinstance(exc, ReadTimeout):
         return UpstreamGenerationError(f"TGI did not answer in time ({exc!r})", code="upstream_timeout")
-    if isinstance(exc, httpx.PoolTimeout):
+    if isinstance(exc, PoolTimeout):
         return UpstreamUnavailableError("no free connection to TGI in time", code="upstream_pool_exhausted")
+    if isinstance(exc, Disconnected) and exc.answered:
+        return UpstreamGenerationError(f"TGI's answer broke: {exc}", code="incomplete_generation_stream")
     return UpstreamUnavailableError(f"TGI is unreachable: {type(exc).__name__}: {exc}")
