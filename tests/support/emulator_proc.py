@@ -20,10 +20,11 @@ start it with ``start_model_emulator(model_dir, **switches)`` (or the ``start_em
 file's.
 
 Keyword switches become CLI flags (``max_total_tokens=512`` -> ``--max-total-tokens 512``; ``True`` -> a bare
-flag; ``None``/``False`` -> left out; a list -> the flag repeated). The emulator runs as ``python -m emulator`` from
-``tests/support/emulator_home`` (a link to ``tgi/emulator``), the way the Docker image runs it, so it proves the
-package imports nothing from the project. Control helpers are
-synchronous (they talk to another process, so calling them from async tests only blocks for a moment).
+flag; ``None``/``False`` -> left out; a list -> the flag repeated). ``host``/``port`` put it at a given address
+(127.0.0.1 and a free port by default), e.g. to restart it where a gateway expects it. The emulator runs as
+``python -m emulator`` from ``tests/support/emulator_home`` (a link to ``tgi/emulator``), the way the Docker
+image runs it, so it proves the package imports nothing from the project. Control helpers are synchronous
+(they talk to another process, so calling them from async tests only blocks for a moment).
 ``TGI_EMULATOR_PYTHON=/usr/bin/python3`` runs the emulator with another interpreter than the tests'.
 """
 
