@@ -10,6 +10,18 @@ from functionary.openai_types import Delta
 from functionary.templates.base import PreparedRequest, PromptTemplate
 
 
+def split_at(text: str, cuts: list[int]) -> list[str]:
+    """``text`` cut at each of ``cuts`` (taken modulo ``len(text) + 1``, so any integers will do): the chunks a
+    stream could deliver it in; empty chunks included."""
+    points = sorted({c % (len(text) + 1) for c in cuts})
+    pieces, last = [], 0
+    for p in points:
+        pieces.append(text[last:p])
+        last = p
+    pieces.append(text[last:])
+    return pieces
+
+
 def full_message(template: PromptTemplate, prepared: PreparedRequest, text: str, *, length: bool) -> tuple[dict, str]:
     parsed = template.parse(text, prepared)
     message = build_message(parsed, prepared)

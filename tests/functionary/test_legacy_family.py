@@ -17,6 +17,7 @@ from functionary.templates import get_template
 from functionary.templates.base import AUTO, NONE, REQUIRED, ParsedCall, ParsedOutput, PreparedRequest, ToolChoice
 from functionary.typescript_v2 import functions_namespace
 from tests.functionary.cases import REFERENCE
+from tests.functionary.harness import split_at
 
 SEP = "<|reserved_special_token_249|>"
 VERSIONS = ("v1", "v2", "v2.llama3")
@@ -111,110 +112,119 @@ def test_schema_frame_and_function_description_kept_raw() -> None:
     assert "type f = () => any;" in _ns({"type": "object"})
 
 
-def test_schema_comment_line() -> None:
-    body = _body({
-        "type": "object",
-        "properties": {
-            "a": {"type": "string", "description": "First\nsecond", "default": "x", "format": "uri", "maxLength": 3},
-            "b": {"type": "number", "default": None, "minimum": 0.5},
-            "c": {"type": "boolean", "default": True, "description": "Done."},
-        },
-        "required": ["a"],
-    })
-    assert body == [
-        '// First second. Default="x". Format=uri Maximum length=3',
-        "a: string,",
-        "// Default=None. Minimum=0.5",
-        "b?: number,",
-        "// Done. Default=True.",
-        "c?: boolean,",
-    ]
-
-
-def test_schema_types() -> None:
-    body = _body({
-        "type": "object",
-        "properties": {
-            "one": {"oneOf": [{"type": "integer"}, {"type": "string"}, {"type": "number"}]},
-            "listed": {"type": ["integer", "null"]},
-            "any_of": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-            "enum_only": {"enum": ["a", 1, False, None]},
-            "nullable": {"type": "string", "nullable": True},
-            "nullable_obj": {"type": "object", "nullable": True, "properties": {}},
-        },
-        "required": "not-a-list",
-    })
-    assert body == [
-        "one: number | string,",
-        "listed: integer | null,",
-        "any_of: any,",
-        'enum_only: "a" | 1 | False | None,',
-        "nullable: string | null,",
-        "nullable_obj: {",
-        "},",
-    ]
-
-
-def test_schema_arrays() -> None:
-    body = _body({
-        "type": "object",
-        "properties": {
-            "grid": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
-            "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
-            "loose": {"type": "array", "items": {"anyOf": [{"type": "string"}]}, "description": "Loose"},
-            "objs": {
-                "type": "array",
-                "items": {"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}}, "required": ["n"]},
+@pytest.mark.parametrize(("params", "body"), [
+    pytest.param(
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "string", "description": "First\nsecond", "default": "x", "format": "uri",
+                      "maxLength": 3},
+                "b": {"type": "number", "default": None, "minimum": 0.5},
+                "c": {"type": "boolean", "default": True, "description": "Done."},
             },
-            "nested_objs": {"type": "array", "items": {"type": "array", "items": {"type": "object", "properties": {}}}},
+            "required": ["a"],
         },
-    })
-    assert body == [
-        "grid?: number[][],",
-        'tags?: ("a" | "b")[],',
-        "// Loose.",
-        "loose?: [],",
-        "objs?: {",
-        "    // Maximum=9",
-        "    n: number,",
-        "}[],",
-        "nested_objs?: {",
-        "    }[][],",
-    ]
-
-
-def test_schema_examples_only_next_to_a_comment() -> None:
-    body = _body({
-        "type": "object",
-        "properties": {
-            "hidden": {"type": "string", "examples": ["x"]},
-            "shown": {"type": "string", "description": "Shown", "examples": ["x", {"k": "é"}]},
-            "arr": {"type": "array", "items": {"type": "string"}, "examples": [["p"]]},
+        [
+            '// First second. Default="x". Format=uri Maximum length=3',
+            "a: string,",
+            "// Default=None. Minimum=0.5",
+            "b?: number,",
+            "// Done. Default=True.",
+            "c?: boolean,",
+        ],
+        id="comment_line",
+    ),
+    pytest.param(
+        {
+            "type": "object",
+            "properties": {
+                "one": {"oneOf": [{"type": "integer"}, {"type": "string"}, {"type": "number"}]},
+                "listed": {"type": ["integer", "null"]},
+                "any_of": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                "enum_only": {"enum": ["a", 1, False, None]},
+                "nullable": {"type": "string", "nullable": True},
+                "nullable_obj": {"type": "object", "nullable": True, "properties": {}},
+            },
+            "required": "not-a-list",
         },
-    })
-    assert body == [
-        "hidden?: string,",
-        "// Shown.",
-        "// Example shown:",
-        "// x",
-        '// {"k": "\\u00e9"}',
-        "shown?: string,",
-        "// Example arr:",
-        '// ["p"]',
-        "arr?: string[],",
-    ]
-
-
-def test_schema_nesting_indent_and_odd_entries() -> None:
-    body = _body({
-        "type": "object",
-        "properties": {
-            "o": {"type": "object", "description": "Outer", "properties": {"i": {"type": "object", "properties": {
-                "leaf": {"type": "string", "enum": ["x"]}}, "required": ["leaf"]}}},
-            "required": ["o"],  # misplaced: not a schema, skipped
+        [
+            "one: number | string,",
+            "listed: integer | null,",
+            "any_of: any,",
+            'enum_only: "a" | 1 | False | None,',
+            "nullable: string | null,",
+            "nullable_obj: {",
+            "},",
+        ],
+        id="types",
+    ),
+    pytest.param(
+        {
+            "type": "object",
+            "properties": {
+                "grid": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+                "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
+                "loose": {"type": "array", "items": {"anyOf": [{"type": "string"}]}, "description": "Loose"},
+                "objs": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}},
+                              "required": ["n"]},
+                },
+                "nested_objs": {"type": "array",
+                                "items": {"type": "array", "items": {"type": "object", "properties": {}}}},
+            },
         },
-    })
-    assert body == ["// Outer.", "o?: {", "    i?: {", '        leaf: "x",', "    },", "},"]
+        [
+            "grid?: number[][],",
+            'tags?: ("a" | "b")[],',
+            "// Loose.",
+            "loose?: [],",
+            "objs?: {",
+            "    // Maximum=9",
+            "    n: number,",
+            "}[],",
+            "nested_objs?: {",
+            "    }[][],",
+        ],
+        id="arrays",
+    ),
+    pytest.param(
+        {
+            "type": "object",
+            "properties": {
+                "hidden": {"type": "string", "examples": ["x"]},
+                "shown": {"type": "string", "description": "Shown", "examples": ["x", {"k": "é"}]},
+                "arr": {"type": "array", "items": {"type": "string"}, "examples": [["p"]]},
+            },
+        },
+        [
+            "hidden?: string,",
+            "// Shown.",
+            "// Example shown:",
+            "// x",
+            '// {"k": "\\u00e9"}',
+            "shown?: string,",
+            "// Example arr:",
+            '// ["p"]',
+            "arr?: string[],",
+        ],
+        id="examples_only_next_to_a_comment",
+    ),
+    pytest.param(
+        {
+            "type": "object",
+            "properties": {
+                "o": {"type": "object", "description": "Outer", "properties": {"i": {"type": "object", "properties": {
+                    "leaf": {"type": "string", "enum": ["x"]}}, "required": ["leaf"]}}},
+                "required": ["o"],  # misplaced: not a schema, skipped
+            },
+        },
+        ["// Outer.", "o?: {", "    i?: {", '        leaf: "x",', "    },", "},"],
+        id="nesting_indent_and_odd_entries",
+    ),
+])
+def test_schema_body(params: dict, body: list[str]) -> None:
+    assert _body(params) == body
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,15 +390,6 @@ _PIECES = {
 _CHOICES = [AUTO, NONE, REQUIRED, ToolChoice("named", "f")]
 
 
-def _chunks(text: str, cuts: list[int]) -> list[str]:
-    points = sorted({c % (len(text) + 1) for c in cuts})
-    out, last = [], 0
-    for p in points:
-        out.append(text[last:p])
-        last = p
-    return out + [text[last:]]
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
@@ -405,7 +406,7 @@ def test_any_chunking_gives_the_full_parse(version: str, data) -> None:
     whole = template.parse(text, request)
     parser = template.stream_parser(request)
     events = []
-    for chunk in _chunks(text, cuts):
+    for chunk in split_at(text, cuts):
         events.extend(parser.feed(chunk))
     events.extend(parser.finish())
     assert ParsedOutput.from_events(events) == whole

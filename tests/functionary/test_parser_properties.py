@@ -16,7 +16,7 @@ from functionary.templates import TEMPLATES, get_template
 from tests.functionary.cases import output_cases, raw_text
 
 pytestmark = pytest.mark.reference  # every test here reads the reference corpus (tests/conftest.py)
-from tests.functionary.harness import assemble, check_delta_rules, full_message, stream_deltas
+from tests.functionary.harness import assemble, check_delta_rules, full_message, split_at, stream_deltas
 
 VERSIONS = sorted(TEMPLATES)
 # FUNCTIONARY_HYPOTHESIS_EXAMPLES raises the examples per test for a long run (python -m tests.reliability.run parsers)
@@ -24,8 +24,10 @@ EXAMPLES = int(os.environ.get("FUNCTIONARY_HYPOTHESIS_EXAMPLES", "60"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _cases(version: str) -> list[dict]:
-    return [c for c in output_cases() if c["template_version"] == version and c.get("tokens")]
+def _draw_case(data, version: str) -> dict:
+    """One of the reference output cases of ``version`` (those with tokens)."""
+    cases = [c for c in output_cases() if c["template_version"] == version and c.get("tokens")]
+    return data.draw(st.sampled_from(cases))
 
 
 def _markers(version: str) -> list[str]:
@@ -33,16 +35,6 @@ def _markers(version: str) -> list[str]:
     texts = list(template.special_tokens) + list(template.stop_tokens)
     texts += [">>>", "<function=", "</function>", "<tool_call>", "</tool_call>", "<|content|>", "\n", "{", "}", '"', "\\", "all", "python"]
     return texts
-
-
-def _split(text: str, cuts: list[int]) -> list[str]:
-    points = sorted({c % (len(text) + 1) for c in cuts})
-    pieces, last = [], 0
-    for p in points:
-        pieces.append(text[last:p])
-        last = p
-    pieces.append(text[last:])
-    return pieces
 
 
 def _check(version: str, case: dict, text: str, chunks: list[str]) -> None:
@@ -58,19 +50,17 @@ def _check(version: str, case: dict, text: str, chunks: list[str]) -> None:
 @SETTINGS
 @given(data=st.data())
 def test_random_chunking_of_real_outputs(version: str, data) -> None:
-    cases = _cases(version)
-    case = data.draw(st.sampled_from(cases))
+    case = _draw_case(data, version)
     text = raw_text(case)
     cuts = data.draw(st.lists(st.integers(min_value=0, max_value=max(len(text), 1)), max_size=40))
-    _check(version, case, text, _split(text, cuts))
+    _check(version, case, text, split_at(text, cuts))
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @SETTINGS
 @given(data=st.data())
 def test_random_content_never_crashes(version: str, data) -> None:
-    cases = _cases(version)
-    case = data.draw(st.sampled_from(cases))
+    case = _draw_case(data, version)
     piece = st.one_of(
         st.sampled_from(_markers(version)),
         st.text(max_size=8),
@@ -81,4 +71,4 @@ def test_random_content_never_crashes(version: str, data) -> None:
     parts = data.draw(st.lists(piece, max_size=25))
     text = "".join(parts)
     cuts = data.draw(st.lists(st.integers(min_value=0, max_value=max(len(text), 1)), max_size=30))
-    _check(version, case, text, _split(text, cuts))
+    _check(version, case, text, split_at(text, cuts))

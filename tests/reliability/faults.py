@@ -154,6 +154,11 @@ class FaultRun:
                 self.report.figures.setdefault("started over after a lost endpoint", []).append(
                     f"{name} [{'stream' if stream else 'plain'}]")
 
+    def lost_endpoint(self, name: str, allowed_plain: set[str], allowed_stream: set[str], **fault: object) -> None:
+        """Both modes over a long reply that ``fault`` (``reset_after``, ``cut_after``) ends early: the endpoint is
+        lost, so the gateway may start over (``both(retried=True)``)."""
+        self.both(name, allowed_plain, allowed_stream, script=lambda: [reply(LONG, **fault)], retried=True)
+
     def served_normally(self, after: str) -> None:
         """After a fault: TGI winds down, and an ordinary request gets an ordinary answer."""
         assert self.tgi is not None
@@ -267,11 +272,9 @@ def scenario_overloaded(run: FaultRun) -> None:
 
 
 def scenario_reset_mid_stream(run: FaultRun) -> None:
-    run.both("TCP reset before the first token", INCOMPLETE, INCOMPLETE, script=lambda: [reply(LONG, reset_after=0)],
-             retried=True)
+    run.lost_endpoint("TCP reset before the first token", INCOMPLETE, INCOMPLETE, reset_after=0)
     # a stream that already sent text cannot start over: it must end with the error event
-    run.both("TCP reset mid-stream", INCOMPLETE, INCOMPLETE_EVENT, script=lambda: [reply(LONG, reset_after=5)],
-             retried=True)
+    run.lost_endpoint("TCP reset mid-stream", INCOMPLETE, INCOMPLETE_EVENT, reset_after=5)
 
 
 def scenario_keep_alive_gaps(run: FaultRun) -> None:
@@ -301,10 +304,8 @@ def scenario_empty_tokens(run: FaultRun) -> None:
 
 
 def scenario_no_final_event(run: FaultRun) -> None:
-    run.both("body ends without the final event", INCOMPLETE, INCOMPLETE_EVENT, script=lambda: [reply(LONG, cut_after=4)],
-             retried=True)
-    run.both("body ends before any token", INCOMPLETE, INCOMPLETE, script=lambda: [reply(LONG, cut_after=0)],
-             retried=True)
+    run.lost_endpoint("body ends without the final event", INCOMPLETE, INCOMPLETE_EVENT, cut_after=4)
+    run.lost_endpoint("body ends before any token", INCOMPLETE, INCOMPLETE, cut_after=0)
     run.both("TGI's incomplete_generation_stream event", INCOMPLETE, INCOMPLETE_EVENT,
              script=lambda: [reply(LONG, incomplete_after=4)])
 

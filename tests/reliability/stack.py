@@ -10,19 +10,15 @@ Also the small checks every suite shares: an OpenAI error body, and the gateway'
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from functionary.templates import get_template
 from tests.support.model_fixture import make_model_dir
 from tests.support.gateway_proc import GatewayHandle, start_gateway
-from tests.support.emulator_proc import EMULATOR_HOME, EmulatorHandle, emulator_args, emulator_command, start_emulator
+from tests.support.emulator_proc import EmulatorHandle, start_emulator
 
 CHAT = "/v1/chat/completions"
 VERSION = "v3.llama3"
@@ -84,41 +80,13 @@ def running_stack(*, version: str = VERSION, gateway_args: list[str] | tuple[str
         with start_emulator(**{**EMULATOR_LIMITS, **switches}) as tgi:
             args = gateway_command(model_dir, tgi.base_url, *gateway_args, version=version, grammar=grammar)
             with start_gateway(args, env=gateway_env, wait=False) as gateway:
-                wait_healthy(gateway)
+                gateway.wait_healthy()  # /health answers 200: unlike start_gateway's readiness, TGI is up too
                 yield Stack(tgi, gateway, model_dir)
 
 
-def wait_healthy(gateway: GatewayHandle, timeout: float = 30.0) -> None:
-    """Until ``/health`` answers 200 (it needs no API key, unlike the readiness probe of gateway_proc)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if gateway.process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {gateway.process.returncode}:\n{gateway.logs()[-4000:]}")
-        try:
-            if httpx.get(gateway.base_url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"gateway not healthy after {timeout}s:\n{gateway.logs()[-4000:]}")
-
-
-@contextlib.contextmanager
-def emulator_on(port: int, **switches: object) -> Iterator[EmulatorHandle]:
+def emulator_on(port: int, **switches: object) -> contextlib.AbstractContextManager[EmulatorHandle]:
     """An emulator on a given port (to bring TGI back where the gateway expects it)."""
-    log_path = Path(tempfile.mkstemp(prefix="tgi-emulator-", suffix=".log")[1])
-    command = [*emulator_command(), "--hostname", "127.0.0.1", "--port", str(port),
-               *emulator_args(model_id="emulator/functionary", **{**EMULATOR_LIMITS, **switches})]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=EMULATOR_HOME)
-    handle = EmulatorHandle(process, port, log_path)
-    try:
-        handle.wait_healthy()
-        yield handle
-    finally:
-        handle.stop()
-        with contextlib.suppress(OSError):
-            log_path.unlink()
+    return start_emulator(port=port, **{**EMULATOR_LIMITS, **switches})
 
 
 def openai_error_problem(status: int, body: bytes, content_type: str) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import uuid
 from datetime import datetime, timezone
@@ -20,17 +19,13 @@ import docker
 import docker.errors
 import pytest
 
+from tests.support.local_http import HeadGetHandler
+from tests.support.proc_handle import free_port
 from tgi.launch.docker_image import DEFAULT_EMULATOR, TEST_LABEL, ensure_image
 from tgi.launch.spec import LaunchSpec
 
 RUN_ID = uuid.uuid4().hex[:12]
 TEST_LABELS = ((TEST_LABEL, RUN_ID),)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def remove_test_containers(client: docker.DockerClient, *, run_id: str | None = RUN_ID, older_than: float = 0) -> None:
@@ -106,7 +101,7 @@ class LocalRegistry:
         import io
         import json
         import tarfile
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import ThreadingHTTPServer
         import threading
 
         exported = workdir / "image.tar"
@@ -153,19 +148,8 @@ class LocalRegistry:
         self.requests: list[str] = []
         registry = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self._serve(body=False)
-
-            def do_GET(self) -> None:
-                self._serve(body=True)
-
-            def _serve(self, *, body: bool) -> None:
+        class Handler(HeadGetHandler):
+            def respond(self, *, body: bool) -> None:
                 registry.requests.append(f"{self.command} {self.path}")
                 headers = {"Docker-Distribution-API-Version": "registry/2.0"}
                 if self.path.rstrip("/") == "/v2":

@@ -20,23 +20,21 @@ start it with ``start_model_emulator(model_dir, **switches)`` (or the ``start_em
 file's.
 
 Keyword switches become CLI flags (``max_total_tokens=512`` -> ``--max-total-tokens 512``; ``True`` -> a bare
-flag; ``None``/``False`` -> left out; a list -> the flag repeated). The emulator runs as ``python -m emulator`` from
-``tests/support/emulator_home`` (a link to ``tgi/emulator``), the way the Docker image runs it, so it proves the
-package imports nothing from the project. Control helpers are
-synchronous (they talk to another process, so calling them from async tests only blocks for a moment).
+flag; ``None``/``False`` -> left out; a list -> the flag repeated). ``host``/``port`` put it at a given address
+(127.0.0.1 and a free port by default), e.g. to restart it where a gateway expects it. The emulator runs as
+``python -m emulator`` from ``tests/support/emulator_home`` (a link to ``tgi/emulator``), the way the Docker
+image runs it, so it proves the package imports nothing from the project. Control helpers are synchronous
+(they talk to another process, so calling them from async tests only blocks for a moment).
 ``TGI_EMULATOR_PYTHON=/usr/bin/python3`` runs the emulator with another interpreter than the tests'.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +42,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.proc_handle import ProcessHandle, free_port, running_process
 
 EMULATOR = Path(__file__).resolve().parents[2] / "tgi" / "emulator"
 # Holds only a link named ``emulator`` to the package: run from here, ``python -m emulator`` sees nothing else
@@ -63,12 +63,6 @@ __all__ = [
     "start_model_emulator",
     "start_emulator_fixture",
 ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def emulator_args(**switches: object) -> list[str]:
@@ -92,41 +86,13 @@ def emulator_command(python: str | None = None) -> list[str]:
     return [python or os.environ.get("TGI_EMULATOR_PYTHON", sys.executable), "-m", "emulator"]
 
 
-class EmulatorHandle:
+class EmulatorHandle(ProcessHandle):
     """A running (or exited) emulator process with its address, its log and its control endpoints."""
 
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path) -> None:
-        self.process = process
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-
-    # process
-    def logs(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+    name = "emulator"
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"emulator exited with {self.process.returncode}:\n{self.logs()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.02)
-        raise TimeoutError(f"emulator not healthy after {timeout}s:\n{self.logs()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.wait_for_health(lambda status: status == 200, timeout, "healthy")
 
     # control endpoints
     def control(self, method: str, path: str, body: object = None) -> object:
@@ -172,26 +138,18 @@ class EmulatorHandle:
 
 @contextlib.contextmanager
 def start_emulator(*, wait: bool = True, extra_args: list[str] | tuple[str, ...] = (), timeout: float = 15.0,
-                   **switches: object) -> Iterator[EmulatorHandle]:
-    """Run the emulator on a free port of 127.0.0.1; with ``wait`` return once ``/health`` answers 200."""
+                   host: str = "127.0.0.1", port: int | None = None, **switches: object) -> Iterator[EmulatorHandle]:
+    """Run the emulator on ``host`` (127.0.0.1) and ``port`` (a free one); with ``wait`` return once ``/health``
+    answers 200."""
     switches.setdefault("model_id", "emulator/functionary")
-    port = free_port()
-    log_file = tempfile.NamedTemporaryFile(prefix="tgi-emulator-", suffix=".log", delete=False)
+    port = free_port() if port is None else port
     # TGI_EMULATOR_PYTHON: e.g. an old python3, as in the image
-    command = [*emulator_command(), "--hostname", "127.0.0.1", "--port", str(port),
-               *emulator_args(**switches), *extra_args]
+    command = [*emulator_command(), "--hostname", host, "--port", str(port), *emulator_args(**switches), *extra_args]
     env = {key: value for key, value in os.environ.items() if key not in ("HOSTNAME", "PORT", "PYTHONPATH")}
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=EMULATOR_HOME)
-    log_file.close()
-    handle = EmulatorHandle(process, port, Path(log_file.name))
-    try:
-        if wait:
-            handle.wait_healthy(timeout)
+    with running_process(functools.partial(EmulatorHandle, host=host), command, port, log_prefix="tgi-emulator-",
+                         cwd=EMULATOR_HOME, env=env,
+                         ready=(lambda handle: handle.wait_healthy(timeout)) if wait else None) as handle:
         yield handle
-    finally:
-        handle.stop()
-        with contextlib.suppress(OSError):
-            handle.log_path.unlink()
 
 
 def start_model_emulator(model_dir: Path | str, **switches: object):

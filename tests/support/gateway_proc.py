@@ -7,71 +7,39 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.emulator_proc import free_port
+from tests.support.proc_handle import ProcessHandle, free_port, running_process
+
+__all__ = ["SERVER", "GatewayHandle", "free_port", "start_gateway"]
 
 SERVER = Path(__file__).resolve().parents[2] / "server_tgi.py"
 
 
-class GatewayHandle:
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path) -> None:
-        self.process = process
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-
-    def logs(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+class GatewayHandle(ProcessHandle):
+    name = "gateway"
+    stop_signal = signal.SIGINT
+    stop_timeout = 15.0
+    log_tail = 4000
+    poll_interval = 0.05
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.logs()[-4000:]}")
-            try:  # any answer from /health means start-up is complete (it needs no API key)
-                with urllib.request.urlopen(self.base_url + "/health", timeout=1):
-                    return
-            except urllib.error.HTTPError:
-                return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"gateway not ready after {timeout}s:\n{self.logs()[-4000:]}")
+        """Until ``/health`` answers at all: any answer means start-up is complete (it needs no API key)."""
+        self.wait_for_health(lambda status: True, timeout, "ready")
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until ``/health`` answers 200: start-up is complete and TGI answers."""
+        self.wait_for_health(lambda status: status == 200, timeout, "healthy")
 
 
 @contextlib.contextmanager
 def start_gateway(args: list[str], *, wait: bool = True, timeout: float = 30.0,
                   env: dict | None = None) -> Iterator[GatewayHandle]:
     port = free_port()
-    log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
     command = [sys.executable, str(SERVER), "--host", "127.0.0.1", "--port", str(port), *args]
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                               env={**os.environ, **(env or {})}, cwd=str(SERVER.parent))
-    log_file.close()
-    handle = GatewayHandle(process, port, Path(log_file.name))
-    try:
-        if wait:
-            handle.wait_ready(timeout)
+    with running_process(GatewayHandle, command, port, log_prefix="gateway-", cwd=str(SERVER.parent),
+                         env={**os.environ, **(env or {})},
+                         ready=(lambda handle: handle.wait_ready(timeout)) if wait else None) as handle:
         yield handle
-    finally:
-        handle.stop()
-        with contextlib.suppress(OSError):
-            handle.log_path.unlink()

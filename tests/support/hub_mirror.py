@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from tests.support.local_http import HeadGetHandler
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pth", ".onnx", ".model")
 
 
@@ -116,19 +118,8 @@ _TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+|[^/]+)/tree/(?P<rev>[^/]+
 
 
 def _handler(hub: HubMirror) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-            pass
-
-        def do_HEAD(self) -> None:
-            self._route(body=False)
-
-        def do_GET(self) -> None:
-            self._route(body=True)
-
-        def _route(self, *, body: bool) -> None:
+    class Handler(HeadGetHandler):
+        def respond(self, *, body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
             hub.requests.append(
                 Request(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))

@@ -3,6 +3,8 @@
 * ``gateway_for(version)``: a gateway with that prompt template over the shared emulator, started
   once per session and version (``--model`` is a tiny real tokenizer directory made here).
 * ``emulator``: the shared emulator, reset before each test (see tests/tgi/conftest.py).
+* ``v32`` and ``client``: the v3.llama3 gateway and the official openai client to it
+  (tests/support/openai_fixtures.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tests.support.gateway_proc import GatewayHandle, start_gateway
 
 from tests.support.emulator_proc import emulator_fixture, start_emulator_fixture  # noqa: F401  (fixtures)
 from tests.support.emulator_proc import start_emulator as _start_emulator
+from tests.support.openai_fixtures import client_fixture, v32_fixture  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -20,30 +16,16 @@ from openai import AsyncOpenAI, OpenAI
 
 from server_tgi import settings_from_args
 from tests.support.gateway_proc import start_gateway
-from tests.support.emulator_proc import EMULATOR_HOME, EmulatorHandle, emulator_args, emulator_command, free_port
+from tests.support.emulator_proc import EmulatorHandle, free_port, start_emulator
 
 USER = [{"role": "user", "content": "Weather in Istanbul?"}]
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
 
 
-@contextlib.contextmanager
-def emulator_at(port: int, **switches) -> Iterator[EmulatorHandle]:
+def emulator_at(port: int, **switches) -> contextlib.AbstractContextManager[EmulatorHandle]:
     """An emulator on a given port (so that it can be killed and started again at the same address)."""
-    switches.setdefault("model_id", "emulator/functionary")
-    log_file = tempfile.NamedTemporaryFile(prefix="tgi-emulator-", suffix=".log", delete=False)
-    command = [*emulator_command(), "--hostname", "127.0.0.1", "--port", str(port),
-               *emulator_args(**switches)]
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=EMULATOR_HOME)
-    log_file.close()
-    handle = EmulatorHandle(process, port, Path(log_file.name))
-    try:
-        handle.wait_healthy()
-        yield handle
-    finally:
-        handle.stop()
-        with contextlib.suppress(OSError):
-            handle.log_path.unlink()
+    return start_emulator(port=port, **switches)
 
 
 def gateway_args(model_dirs, *endpoints: str, extra: tuple[str, ...] = (), grammar: str = "off") -> list[str]:

@@ -12,20 +12,10 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.tgi.api.test_openai_e2e import EOT, PRICE, USER, WEATHER, words
+from tests.support.openai_fixtures import EOT, PRICE, USER, WEATHER, words
 
 CHAT = "/v1/chat/completions"
 MODES = pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
-
-
-@pytest.fixture
-def v32(gateway_for, emulator):
-    return gateway_for("v3.llama3")
-
-
-@pytest.fixture
-def client(v32) -> OpenAI:
-    return OpenAI(base_url=v32.base_url + "/v1", api_key="unused", max_retries=0)
 
 
 def ask(client: OpenAI, stream: bool, **kw) -> dict:

@@ -5,25 +5,15 @@ text the template does not know never reaches the client."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from openai import OpenAI
 
 from tests.support.gateway_proc import start_gateway
+from tests.support.local_http import StreamOnlyHandler, serving
 
 
-class _Stub(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Stub(StreamOnlyHandler):
     received: list = []
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:
-        self.send_response(404)
-        self.send_header("content-length", "0")
-        self.end_headers()
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
@@ -46,11 +36,8 @@ class _Stub(BaseHTTPRequestHandler):
 
 
 def test_gateway_over_a_minimal_tgi(model_dirs) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        args = ["--model", str(model_dirs("v3.llama3")), "--endpoint", f"http://127.0.0.1:{server.server_port}",
+    with serving(_Stub) as url:
+        args = ["--model", str(model_dirs("v3.llama3")), "--endpoint", url,
                 "--prompt-template", "v3.llama3", "--no-launch", "--startup_timeout", "5"]
         with start_gateway(args) as gw:
             client = OpenAI(base_url=gw.base_url + "/v1", api_key="unused", max_retries=0)
@@ -65,5 +52,3 @@ def test_gateway_over_a_minimal_tgi(model_dirs) -> None:
             # the context size came from the model's config.json (8192): max_new_tokens fits in it
             params = _Stub.received[-1]["parameters"]
             assert 0 < params["max_new_tokens"] < 8192
-    finally:
-        server.shutdown()

@@ -8,41 +8,9 @@ import asyncio
 import json
 
 import httpx
-import pytest
-from openai import AsyncOpenAI, OpenAI
+from openai import AsyncOpenAI
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-PRICE = {"type": "function", "function": {
-    "name": "get_car_price", "description": "Price of a car", "strict": True,
-    "parameters": {"type": "object", "properties": {"car_name": {"type": "string"}}, "required": ["car_name"],
-                   "additionalProperties": False}}}
-EOT = {"text": "<|eot_id|>", "special": True}
-USER = [{"role": "user", "content": "Weather in Istanbul?"}]
-
-
-def words(text: str) -> list[dict]:
-    out, word = [], ""
-    for ch in text:
-        word += ch
-        if ch in " \n{}\":,>":
-            out.append({"text": word})
-            word = ""
-    if word:
-        out.append({"text": word})
-    return out
-
-
-@pytest.fixture
-def v32(gateway_for, emulator):
-    return gateway_for("v3.llama3")
-
-
-@pytest.fixture
-def client(v32) -> OpenAI:
-    return OpenAI(base_url=v32.base_url + "/v1", api_key="unused", max_retries=0)
-
+from tests.support.openai_fixtures import EOT, PRICE, USER, WEATHER, words
 
 def test_models_and_health(client, v32) -> None:
     models = client.models.list()

@@ -38,20 +38,6 @@ CALL = tokens("get_weather", "\n", '{"city": ', '"Istanbul"}') + [EOT]
 TEXT = tokens("Sunny", " today", ".") + [EOT]  # without tools the prompt already ends with ">>>all\n"
 
 
-def wait_healthy(gw, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if gw.process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {gw.process.returncode}:\n{gw.logs()[-4000:]}")
-        try:
-            if httpx.get(gw.base_url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, gw.logs()[-4000:]
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def ops(shared_emulator, model_dirs):
     """One gateway with every operations option on, JSON logs at debug level."""
@@ -62,7 +48,7 @@ def ops(shared_emulator, model_dirs):
             "--grammar", "off"]  # one TGI request per completion: the counts below are exact
     env = {"FUNCTIONARY_API_KEYS": f"{ENV_KEYS[0]}, {ENV_KEYS[1]}", "HF_TOKEN": HF_TOKEN}
     with start_gateway(args, env=env, wait=False) as gw:
-        wait_healthy(gw)
+        gw.wait_healthy()
         yield gw
 
 

@@ -11,28 +11,15 @@ import httpx
 import pytest
 from openai import APIStatusError, BadRequestError, NotFoundError, OpenAI
 
-from tests.tgi.api.test_openai_e2e import EOT, words
+from tests.support.openai_fixtures import EOT, response_tool, words
+from tests.support.openai_fixtures import PRICE as CHAT_PRICE, WEATHER as CHAT_WEATHER
 
-WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-PRICE = {"type": "function", "name": "get_car_price", "description": "Price of a car", "strict": True,
-         "parameters": {"type": "object", "properties": {"car_name": {"type": "string"}}, "required": ["car_name"],
-                        "additionalProperties": False}}
+WEATHER, PRICE = response_tool(CHAT_WEATHER), response_tool(CHAT_PRICE)  # the Responses API's tool shape
 ASK = "Weather in Istanbul?"
 
 
 def chat_tool(tool: dict) -> dict:
     return {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
-
-
-@pytest.fixture
-def gw(gateway_for, emulator):
-    return gateway_for("v3.llama3")
-
-
-@pytest.fixture
-def client(gw) -> OpenAI:
-    return OpenAI(base_url=gw.base_url + "/v1", api_key="unused", max_retries=0)
 
 
 def sent(emulator) -> dict:
@@ -179,10 +166,10 @@ def test_error_before_generation_is_an_http_error(client, emulator) -> None:
     assert info.value.status_code == 502
 
 
-def test_disconnect_cancels_tgi(gw, emulator) -> None:
+def test_disconnect_cancels_tgi(v32, emulator) -> None:
     emulator.faults(token_delay=0.2)
     emulator.script([{"tokens": [{"text": " word"}] * 50 + [EOT]}])
-    with httpx.stream("POST", gw.base_url + "/v1/responses", json={"input": "hi", "stream": True}, timeout=30) as r:
+    with httpx.stream("POST", v32.base_url + "/v1/responses", json={"input": "hi", "stream": True}, timeout=30) as r:
         for line in r.iter_lines():
             if "word" in line:
                 break
@@ -212,8 +199,8 @@ def test_disconnect_cancels_tgi(gw, emulator) -> None:
     ({"input": "hi", "metadata": {"k": 1}}, "metadata.k"),
     ({"input": "hi", "text": {"verbosity": "low"}}, "text.verbosity"),
 ])
-def test_bad_requests_name_the_field(gw, emulator, body, param) -> None:
-    r = httpx.post(gw.base_url + "/v1/responses", json=body, timeout=30)
+def test_bad_requests_name_the_field(v32, emulator, body, param) -> None:
+    r = httpx.post(v32.base_url + "/v1/responses", json=body, timeout=30)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
@@ -259,13 +246,13 @@ def test_text_format_under_grammar_auto(gateway_for, emulator) -> None:
     assert comparable(final) == comparable(plain)
 
 
-def test_async_client_stream_helper(gw, emulator) -> None:
+def test_async_client_stream_helper(v32, emulator) -> None:
     import asyncio
 
     from openai import AsyncOpenAI
 
     async def main():
-        client = AsyncOpenAI(base_url=gw.base_url + "/v1", api_key="unused", max_retries=0)
+        client = AsyncOpenAI(base_url=v32.base_url + "/v1", api_key="unused", max_retries=0)
         async with client.responses.stream(model="functionary", input=ASK, tools=[WEATHER]) as stream:
             kinds = [event.type async for event in stream]
             final = await stream.get_final_response()

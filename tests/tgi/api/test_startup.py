@@ -11,13 +11,14 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.support.gateway_proc import free_port, start_gateway
 from tests.support.hub_mirror import HubMirror
+from tests.support.local_http import StreamOnlyHandler, serving
 from tgi.api.startup import EXIT_ENDPOINT, EXIT_LISTEN, EXIT_MODEL, EXIT_USAGE
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -147,18 +148,8 @@ def test_gateway_port_in_use(model_dir, shared_emulator) -> None:
     assert proc.returncode == EXIT_LISTEN, proc.stderr
 
 
-class _StreamOnly(BaseHTTPRequestHandler):
+class _StreamOnly(StreamOnlyHandler):
     """A TGI stand-in without /health and /info whose /generate_stream refuses an empty input like TGI."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.send_response(404)
-        self.send_header("content-length", "0")
-        self.end_headers()
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["content-length"]))
@@ -171,15 +162,11 @@ class _StreamOnly(BaseHTTPRequestHandler):
 
 
 def test_tgi_without_health_or_info_is_recognised_by_its_error_shape(model_dir) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StreamOnly)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        args = ["--model", str(model_dir), "--endpoint", f"http://127.0.0.1:{server.server_port}", "--no-launch",
+    with serving(_StreamOnly) as url:
+        args = ["--model", str(model_dir), "--endpoint", url, "--no-launch",
                 "--prompt-template", "v3.llama3", "--startup_timeout", "5"]
         with start_gateway(args) as gateway:
             assert gateway.process.poll() is None
-    finally:
-        server.shutdown()
 
 
 def test_the_only_endpoint_gone_is_named(model_dir, start_emulator) -> None:

@@ -25,9 +25,9 @@ from tests.support.docker_fixtures import (  # noqa: F401 - fixtures
     containers_of_this_run,
     docker_client,
     emulator_image,
-    free_port,
 )
 from tests.support.hub_mirror import HubMirror, Repo, write_safetensors
+from tests.support.proc_handle import free_port
 from tgi.launch.docker_image import TEST_LABEL
 from tgi.api.startup import EXIT_ENDPOINT, EXIT_LAUNCH
 
