@@ -160,11 +160,21 @@ async def launch_tgi(spec: LaunchSpec, *, startup_timeout: float, log: Log | Non
     lease: Lease | None = None
     with contextlib.ExitStack() as leases:
         try:
-            handle = await _attach_or_create(client, spec, log)
-            lease = leases.enter_context(Lease(handle.container_name))  # other gateways see this one use it
-            if handle.started_by_us:
-                await asyncio.to_thread(start_container, handle._container, spec)
-                log(f"[tgi] started container {handle.container_name} ({spec.image}) on {spec.endpoint}")
+            # a signal while the container is created and started (before wait_healthy listens) interrupts too
+            with cancel_on_signals() as received:
+                try:
+                    handle = await _attach_or_create(client, spec, log)
+                    lease = leases.enter_context(Lease(handle.container_name))  # other gateways see this one use it
+                    if handle.started_by_us:
+                        await asyncio.to_thread(start_container, handle._container, spec)
+                        log(f"[tgi] started container {handle.container_name} ({spec.image}) on {spec.endpoint}")
+                except asyncio.CancelledError:
+                    if only_signals_cancelled(received):
+                        raise LaunchInterruptedError(
+                            f"{signal.Signals(received[0]).name} while starting TGI container "
+                            f"{spec.container_name()}; it is being stopped and removed"
+                        ) from None
+                    raise
             await handle.wait_healthy(timeout=startup_timeout)
             yield handle
         finally:

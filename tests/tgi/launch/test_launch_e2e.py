@@ -240,7 +240,9 @@ async def test_signal_while_loading_removes_the_container(
     gateway = gateways(launch_args(emulator_image, str(functionary_dir), free_port(),
                                    "--launcher-arg=--startup-delay", "--launcher-arg=120"))
     deadline = time.monotonic() + 60
-    while not our_containers(docker_client):
+    # loading: the container is started and TGI is not healthy yet (a signal before that is the launcher's
+    # start phase, which cancel_on_signals covers as well)
+    while not (our_containers(docker_client) and "started container" in gateway.output):
         assert time.monotonic() < deadline and gateway.proc.poll() is None, gateway.output
         await asyncio.sleep(0.2)
     await asyncio.sleep(0.5)
