@@ -181,11 +181,14 @@ class StrippingParser(StreamParser):
 
 class BufferedParser(StreamParser):
     """A parser that appends each token to a buffer and lets ``_run`` consume what it can: ``final``
-    says the output has ended. Events go to ``self._out``."""
+    says the output has ended. Events go to ``self._out``; ``_segment`` strips the text or arguments
+    being passed on (a fresh one for each new segment); ``_scan`` is where a marker search resumes."""
 
     def __init__(self) -> None:
         self._buf = ""
         self._out: list[Event] = []
+        self._segment = StripSegment()
+        self._scan = 0
 
     def _run(self, *, final: bool) -> None:
         raise NotImplementedError
@@ -200,6 +203,12 @@ class BufferedParser(StreamParser):
         self._run(final=True)
         out, self._out = self._out, []
         return out
+
+    def _emit(self, raw: str, *, text: bool) -> None:
+        """Pass on ``raw`` as the current segment's stripping leaves it, as text or as arguments."""
+        chunk = self._segment.push(raw) if raw else ""
+        if chunk:
+            self._out.append(TextDelta(chunk) if text else ArgumentsDelta(chunk))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -159,9 +159,7 @@ class V2Parser(BufferedParser):
 
     def __init__(self, choice: ToolChoice) -> None:
         super().__init__()
-        self._scan = 0
         self._had_text = False
-        self._segment = StripSegment()
         self._is_text = False
         if choice.kind == "none":
             self._open_body(text=True)
@@ -195,7 +193,7 @@ class V2Parser(BufferedParser):
                     self._stage = _Stage.HEADER
             elif self._stage is _Stage.BODY:
                 before, self._buf, found = take_until(self._buf, _BODY_ENDS, final=final)
-                self._emit(before)
+                self._emit_body(before)
                 if not found:
                     return
                 self._stage = _Stage.HEADER
@@ -215,7 +213,7 @@ class V2Parser(BufferedParser):
         self._segment = StripSegment()
         self._is_text = text
 
-    def _emit(self, raw: str) -> None:
+    def _emit_body(self, raw: str) -> None:
         if not raw:
             return
         first = not self._segment.started

@@ -21,14 +21,15 @@ from functionary.templates.base import (
     PreparedRequest,
     PromptTemplate,
     StreamParser,
+    StripSegment,
     TextDelta,
     ToolCallStart,
 )
+from functionary.templates._tokens import EOT, LLAMA3_END, LLAMA3_SPECIAL, header
 from functionary.turn_syntax import NAME, TurnSyntax
 from functionary.typescript import tools_to_namespace
 
-SYSTEM_HEADER = "<|start_header_id|>system<|end_header_id|>\n\n"
-EOT = "<|eot_id|>"
+SYSTEM_HEADER = header("system")
 SYSTEM_PROMPT = (
     SYSTEM_HEADER + "You are capable of executing available function(s) if required.\n"
     "Only execute function(s) when absolutely necessary.\n"
@@ -45,19 +46,15 @@ CODE_INTERPRETER_SYSTEM = (
     "or time out after 60.0 seconds. The drive at '/mnt/data' can be used to save and persist user "
     "files." + EOT
 )
-GENERATION_PROMPT = "<|start_header_id|>assistant<|end_header_id|>\n\n>>>"
 SEPARATOR = ">>>"
-
-
-def _header(role: str) -> str:
-    return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+GENERATION_PROMPT = header("assistant") + SEPARATOR
 
 
 class V3Llama3Template(PromptTemplate):
     version = "v3.llama3"
-    stop_tokens = ("<|eot_id|>", "<|end_of_text|>")
-    eos_tokens = ("<|eot_id|>", "<|end_of_text|>")
-    special_tokens = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+    stop_tokens = LLAMA3_END
+    eos_tokens = LLAMA3_END
+    special_tokens = LLAMA3_SPECIAL
 
     def render(self, prepared: PreparedRequest) -> str:
         tools = prepared.tools
@@ -67,10 +64,10 @@ class V3Llama3Template(PromptTemplate):
         for message in prepared.messages:
             role = message["role"]
             if role in ("user", "system", "tool"):
-                parts.append(f"{_header(role)}{message['content'] or ''}{EOT}")
+                parts.append(f"{header(role)}{message['content'] or ''}{EOT}")
                 continue
             # assistant, and anything else (a legacy ``function`` result renders like this too)
-            parts.append(_header(role))
+            parts.append(header(role))
             if message["content"]:
                 parts.append(f">>>all\n{message['content']}")
             for call in message["tool_calls"] or ():
@@ -135,7 +132,7 @@ class RecipientParser(StreamParser):
     the arguments. ``python`` bodies are code and never JSON-tracked.
     """
 
-    __slots__ = ("_known", "_named", "_pending", "_initial", "_body", "_hold", "_started",
+    __slots__ = ("_known", "_named", "_pending", "_initial", "_body", "_segment",
                  "_depth", "_in_string", "_escape")
 
     def __init__(self, choice: str, name: str | None, known: frozenset[str]) -> None:
@@ -143,8 +140,7 @@ class RecipientParser(StreamParser):
         self._named = name if choice == "named" else None
         self._pending: str | None = None  # a possible separator: ">", ">>", ">>>name"
         self._initial = False  # the pending recipient was opened by the prompt, not the model
-        self._hold = ""  # trailing blanks of the current body, emitted only if more follows
-        self._started = False  # the current body has a non-blank character
+        self._segment = StripSegment()  # the current body, stripped at both ends
         self._depth = 0
         self._in_string = False
         self._escape = False
@@ -187,7 +183,7 @@ class RecipientParser(StreamParser):
                 self._body_text(pending[len(SEPARATOR):], out)
             else:
                 self._body_text(pending, out)
-        self._hold = ""
+        self._segment = StripSegment()
         return out
 
     # -- segments ------------------------------------------------------------------------------
@@ -234,8 +230,7 @@ class RecipientParser(StreamParser):
         return i
 
     def _start_segment(self, recipient: str, out: list[Event]) -> None:
-        self._hold = ""
-        self._started = False
+        self._segment = StripSegment()
         self._depth, self._in_string, self._escape = 0, False, False
         if recipient == "all":
             self._body = _Body.TEXT
@@ -261,8 +256,7 @@ class RecipientParser(StreamParser):
                 self._emit(text, out, call=True)
                 return
             self._emit(text[:end], out, call=True)
-            self._hold = ""
-            self._started = False
+            self._segment = StripSegment()
             self._body = _Body.AFTER
             text = text[end:]
             if not text:
@@ -294,15 +288,6 @@ class RecipientParser(StreamParser):
 
     def _emit(self, text: str, out: list[Event], *, call: bool) -> None:
         """Emit body text with the body stripped at both ends, under any chunking."""
-        if not self._started:
-            text = text.lstrip()
-            if not text:
-                return
-            self._started = True
-        body = text.rstrip()
-        if not body:
-            self._hold += text
-            return
-        piece = self._hold + body if self._hold else body
-        self._hold = text[len(body):]
-        out.append(ArgumentsDelta(piece) if call else TextDelta(piece))
+        piece = self._segment.push(text)
+        if piece:
+            out.append(ArgumentsDelta(piece) if call else TextDelta(piece))
