@@ -13,14 +13,8 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from functionary.templates.base import (
-    ArgumentsDelta,
-    Event,
-    PreparedRequest,
-    PromptTemplate,
-    StreamParser,
-    StripSegment,
-    TextDelta,
-    ToolCallStart,
+    ArgumentsDelta, Event, PreparedRequest, PromptTemplate, StreamParser, StripSegment, TextDelta, ToolCallStart,
+    announce_named_call,
 )
 from functionary.templates._tokens import EOM
 from functionary.turn_syntax import NAME, TurnSyntax
@@ -129,7 +123,7 @@ class FunctionTagTemplate(PromptTemplate):
         raise NotImplementedError
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
-        return FunctionTagParser(prepared)
+        return announce_named_call(prepared.choice, FunctionTagParser(prepared))
 
     def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
         # text, then <function=name>{json}</function> calls, then at most one <|python_tag|> call
@@ -188,13 +182,12 @@ class FunctionTagParser(StreamParser):
     * ``<|python_tag|>`` (outside a call) makes everything after it the code of a ``python`` call.
     """
 
-    __slots__ = ("_state", "_marker_in_prompt", "_pending_call", "_hold", "_name", "_args",
+    __slots__ = ("_state", "_marker_in_prompt", "_hold", "_name", "_args",
                  "_text_started", "_text_blank")
 
     def __init__(self, prepared: PreparedRequest) -> None:
         self._state = _State.TEXT
         self._marker_in_prompt = False  # the current "<function=" came from the prompt
-        self._pending_call: str | None = None
         self._hold = ""  # a possible marker prefix at the end of what was fed
         self._name = ""
         self._args = StripSegment()  # the current call's arguments, stripped at both ends
@@ -204,11 +197,10 @@ class FunctionTagParser(StreamParser):
         if choice.kind == "required":
             self._state, self._marker_in_prompt = _State.NAME, True
         elif choice.is_named:
-            self._state, self._pending_call = _State.ARGS, choice.name
+            self._state = _State.ARGS  # the prompt opened the call (announce_named_call names it)
 
     def feed(self, text: str) -> list[Event]:
         out: list[Event] = []
-        self._open_pending(out)
         rest = self._hold + text if self._hold else text
         self._hold = ""
         while rest:
@@ -226,7 +218,6 @@ class FunctionTagParser(StreamParser):
 
     def finish(self) -> list[Event]:
         out: list[Event] = []
-        self._open_pending(out)
         hold, self._hold = self._hold, ""
         if self._state is _State.TEXT:
             self._emit_text(hold, out)
@@ -238,12 +229,6 @@ class FunctionTagParser(StreamParser):
         return out
 
     # -- states --------------------------------------------------------------------------------
-
-    def _open_pending(self, out: list[Event]) -> None:
-        if self._pending_call is not None:
-            out.append(ToolCallStart(self._pending_call))
-            self._pending_call = None
-            self._args = StripSegment()
 
     def _feed_text(self, s: str, out: list[Event]) -> str:
         i = s.find("<")

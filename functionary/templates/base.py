@@ -179,6 +179,36 @@ class StrippingParser(StreamParser):
         return self._inner.finish()
 
 
+class NamedCallParser(StreamParser):
+    """Announces the call a named tool choice opened in the prompt ahead of ``inner``'s first
+    events; ``inner`` starts inside that call's arguments."""
+
+    __slots__ = ("_inner", "_name")
+
+    def __init__(self, inner: StreamParser, name: str) -> None:
+        self._inner = inner
+        self._name: str | None = name
+
+    def feed(self, text: str) -> list[Event]:
+        if self._name is None:
+            return self._inner.feed(text)
+        return self._opening() + self._inner.feed(text)
+
+    def finish(self) -> list[Event]:
+        return self._opening() + self._inner.finish()
+
+    def _opening(self) -> list[Event]:
+        if self._name is None:
+            return []
+        name, self._name = self._name, None
+        return [ToolCallStart(name)]
+
+
+def announce_named_call(choice: ToolChoice, inner: StreamParser) -> StreamParser:
+    """``inner`` as is, or behind a :class:`NamedCallParser` when the choice names a tool."""
+    return NamedCallParser(inner, choice.name or "") if choice.is_named else inner
+
+
 class BufferedParser(StreamParser):
     """A parser that appends each token to a buffer and lets ``_run`` consume what it can: ``final``
     says the output has ended. Events go to ``self._out``; ``_segment`` strips the text or arguments

@@ -32,6 +32,7 @@ from functionary.templates.base import (
     TextDelta,
     ToolCallStart,
     ToolChoice,
+    announce_named_call,
 )
 from functionary.turn_syntax import NAME, TurnSyntax
 from functionary.typescript_v2 import preamble_texts
@@ -59,7 +60,7 @@ class V2Template(PromptTemplate):
         return "".join(parts)
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
-        return V2Parser(prepared.choice)
+        return announce_named_call(prepared.choice, V2Parser(prepared.choice))
 
     def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
         # segments "<|from|>assistant\n<|recipient|>{recipient}\n<|content|>{body}" joined by "\n"; the
@@ -164,8 +165,7 @@ class V2Parser(BufferedParser):
         if choice.kind == "none":
             self._open_body(text=True)
         elif choice.kind == "named":
-            self._out.append(ToolCallStart(choice.name or ""))
-            self._open_body(text=False)
+            self._open_body(text=False)  # the prompt opened the call (announce_named_call names it)
         else:
             self._stage = _Stage.RECIPIENT
 

@@ -23,6 +23,7 @@ import enum
 
 from functionary.templates.base import (
     BufferedParser, PreparedRequest, PromptTemplate, StreamParser, StripSegment, ToolCallStart, ToolChoice,
+    announce_named_call,
 )
 from functionary.templates._markers import find_first, partial_marker_len, rescan_from, take_until
 from functionary.templates._tokens import EOT, LLAMA3_END, LLAMA3_SPECIAL, header
@@ -57,7 +58,7 @@ class V2Llama3Template(PromptTemplate):
         return "".join(parts)
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
-        return V2Llama3Parser(prepared.choice)
+        return announce_named_call(prepared.choice, V2Llama3Parser(prepared.choice))
 
     def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
         choice = prepared.choice
@@ -118,8 +119,7 @@ class V2Llama3Parser(BufferedParser):
         if choice.kind == "required":
             self._stage = _Stage.NAME
         elif choice.kind == "named":
-            self._out.append(ToolCallStart(choice.name or ""))
-            self._stage = _Stage.ARGS
+            self._stage = _Stage.ARGS  # the prompt opened the call (announce_named_call names it)
 
     def _run(self, *, final: bool) -> None:
         while True:

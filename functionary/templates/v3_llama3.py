@@ -16,14 +16,8 @@ from __future__ import annotations
 from enum import Enum
 
 from functionary.templates.base import (
-    ArgumentsDelta,
-    Event,
-    PreparedRequest,
-    PromptTemplate,
-    StreamParser,
-    StripSegment,
-    TextDelta,
-    ToolCallStart,
+    ArgumentsDelta, Event, PreparedRequest, PromptTemplate, StreamParser, StripSegment, TextDelta, ToolCallStart,
+    announce_named_call,
 )
 from functionary.templates._tokens import EOT, LLAMA3_END, LLAMA3_SPECIAL, header
 from functionary.turn_syntax import NAME, TurnSyntax
@@ -100,7 +94,8 @@ class V3Llama3Template(PromptTemplate):
             fn = tool.get("function") or tool
             if fn.get("name"):
                 known.add(fn["name"])
-        return RecipientParser(prepared.choice.kind, prepared.choice.name, frozenset(known))
+        parser = RecipientParser(prepared.choice.kind, frozenset(known))
+        return announce_named_call(prepared.choice, parser)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,12 +127,11 @@ class RecipientParser(StreamParser):
     the arguments. ``python`` bodies are code and never JSON-tracked.
     """
 
-    __slots__ = ("_known", "_named", "_pending", "_initial", "_body", "_segment",
+    __slots__ = ("_known", "_pending", "_initial", "_body", "_segment",
                  "_depth", "_in_string", "_escape")
 
-    def __init__(self, choice: str, name: str | None, known: frozenset[str]) -> None:
+    def __init__(self, choice: str, known: frozenset[str]) -> None:
         self._known = known
-        self._named = name if choice == "named" else None
         self._pending: str | None = None  # a possible separator: ">", ">>", ">>>name"
         self._initial = False  # the pending recipient was opened by the prompt, not the model
         self._segment = StripSegment()  # the current body, stripped at both ends
@@ -147,14 +141,13 @@ class RecipientParser(StreamParser):
         self._body = _Body.TEXT
         if choice in ("auto", "required"):
             self._pending, self._initial = SEPARATOR, True
-        elif self._named is not None:
-            self._body = _Body.ARGS
+        elif choice == "named":
+            self._body = _Body.ARGS  # the prompt opened the call (announce_named_call names it)
 
     # -- public --------------------------------------------------------------------------------
 
     def feed(self, text: str) -> list[Event]:
         out: list[Event] = []
-        self._open_named(out)
         i, n = 0, len(text)
         while i < n:
             if self._pending is not None:
@@ -172,7 +165,6 @@ class RecipientParser(StreamParser):
 
     def finish(self) -> list[Event]:
         out: list[Event] = []
-        self._open_named(out)
         pending, self._pending = self._pending, None
         if pending is not None:
             recipient = pending[len(SEPARATOR):] if pending.startswith(SEPARATOR) else None
@@ -187,11 +179,6 @@ class RecipientParser(StreamParser):
         return out
 
     # -- segments ------------------------------------------------------------------------------
-
-    def _open_named(self, out: list[Event]) -> None:
-        if self._named is not None:
-            out.append(ToolCallStart(self._named))
-            self._named = None
 
     def _extend_pending(self, text: str, i: int, out: list[Event]) -> int:
         """Consume ``text[i]`` into the pending separator, or give the pending text back."""
