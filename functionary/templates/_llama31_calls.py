@@ -1,5 +1,6 @@
 """What the llama-3.1-style versions share: ``<function=name>{json}</function>`` calls and
-``<|python_tag|>code``, rendered in prompts and parsed from outputs.
+``<|python_tag|>code``, rendered in prompts and parsed from outputs, and the template base class
+(:class:`FunctionTagTemplate`) whose render pipeline they fill in.
 
 Used by ``v3-llama3.1`` (meetkai/functionary-{small,medium}-v3.1), ``v3-llama3.1-reasoning`` and
 ``r1_distilled_llama``. Parsing decisions are in docs/parsing-decisions-llama3.md.
