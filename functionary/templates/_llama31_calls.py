@@ -104,7 +104,7 @@ class FunctionTagTemplate(PromptTemplate):
 
     ``render`` is the system block, one piece per message, the generation prompt and the prefix
     that enforces the tool choice; a version spells the first two (:meth:`system_block`,
-    :meth:`message`) and names its ``generation_prompt``. Parsing and the grammar are shared.
+    :meth:`render_message`) and names its ``generation_prompt``. Parsing and the grammar are shared.
     """
 
     generation_prompt: ClassVar[str]
@@ -112,7 +112,7 @@ class FunctionTagTemplate(PromptTemplate):
     def render(self, prepared: PreparedRequest) -> str:
         functions, code_interpreter = split_builtin_tools(prepared.tools)
         parts = [self.system_block(functions, code_interpreter=code_interpreter)]
-        parts.extend(self.message(m) for m in prepared.messages)
+        parts.extend(self.render_message(m) for m in prepared.messages)
         parts.append(self.generation_prompt)
         parts.append(choice_prefix(prepared))
         return "".join(parts)
@@ -120,7 +120,7 @@ class FunctionTagTemplate(PromptTemplate):
     def system_block(self, functions: list[Mapping[str, Any]], *, code_interpreter: bool) -> str:
         raise NotImplementedError
 
-    def message(self, message: dict) -> str:
+    def render_message(self, message: dict) -> str:
         raise NotImplementedError
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:

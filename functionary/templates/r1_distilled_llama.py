@@ -31,7 +31,7 @@ class R1DistilledLlamaTemplate(FunctionTagTemplate):
         tools = tools_block(functions, escape=False) if functions else ""
         return f"{R1_SYSTEM}\n{environment}{tools}"
 
-    def message(self, message: dict) -> str:
+    def render_message(self, message: dict) -> str:
         role, content, calls = message["role"], message["content"] or "", message["tool_calls"]
         if role == "user":
             return R1_USER + content

@@ -37,7 +37,7 @@ class V3Llama31Template(FunctionTagTemplate):
         tools = tools_block(functions, escape=self.escape_tools) if functions else ""
         return f"{header('system')}{self.mode_line}{environment}{KNOWLEDGE}{tools}{EOT}"
 
-    def message(self, message: dict) -> str:
+    def render_message(self, message: dict) -> str:
         role, content, calls = message["role"], message["content"] or "", message["tool_calls"]
         if role in ("user", "system"):
             return f"{header(role)}{content}{EOT}"
