@@ -17,18 +17,17 @@ class EventList(list):
     """Parser events of one ``feed``; adjacent text / argument pieces are merged."""
 
     def text(self, s: str) -> None:
-        if s:
-            if self and type(self[-1]) is TextDelta:
-                self[-1] = TextDelta(self[-1].text + s)
-            else:
-                self.append(TextDelta(s))
+        self._add(TextDelta, s)
 
     def args(self, s: str) -> None:
+        self._add(ArgumentsDelta, s)
+
+    def _add(self, kind: type[TextDelta] | type[ArgumentsDelta], s: str) -> None:
         if s:
-            if self and type(self[-1]) is ArgumentsDelta:
-                self[-1] = ArgumentsDelta(self[-1].text + s)
+            if self and type(self[-1]) is kind:
+                self[-1] = kind(self[-1].text + s)
             else:
-                self.append(ArgumentsDelta(s))
+                self.append(kind(s))
 
     def start(self, name: str) -> None:
         self.append(ToolCallStart(name))

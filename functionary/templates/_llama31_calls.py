@@ -1,5 +1,6 @@
 """What the llama-3.1-style versions share: ``<function=name>{json}</function>`` calls and
-``<|python_tag|>code``, rendered in prompts and parsed from outputs.
+``<|python_tag|>code``, rendered in prompts and parsed from outputs, and the template base class
+(:class:`FunctionTagTemplate`) whose render pipeline they fill in.
 
 Used by ``v3-llama3.1`` (meetkai/functionary-{small,medium}-v3.1), ``v3-llama3.1-reasoning`` and
 ``r1_distilled_llama``. Parsing decisions are in docs/parsing-decisions-llama3.md.
@@ -10,16 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from functionary.templates.base import (
-    ArgumentsDelta,
-    Event,
-    PreparedRequest,
-    StreamParser,
-    TextDelta,
-    ToolCallStart,
+    ArgumentsDelta, Event, PreparedRequest, PromptTemplate, StreamParser, StripSegment, TextDelta, ToolCallStart,
+    announce_named_call,
 )
+from functionary.templates._tokens import EOM
 from functionary.turn_syntax import NAME, TurnSyntax
 
 FUNCTION_OPEN = "<function="
@@ -101,16 +99,40 @@ def render_calls(calls: Iterable[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
-class FunctionTagGrammar:
-    """The grammar hook of :class:`~functionary.templates.base.PromptTemplate` for this format
-    (mixed in before the base class): text, then ``<function=name>{json}</function>`` calls, then
-    at most one ``<|python_tag|>`` call whose code runs to the end."""
+class FunctionTagTemplate(PromptTemplate):
+    """A version whose calls are ``<function=name>{json}</function>`` and ``<|python_tag|>code``.
+
+    ``render`` is the system block, one piece per message, the generation prompt and the prefix
+    that enforces the tool choice; a version spells the first two (:meth:`system_block`,
+    :meth:`render_message`) and names its ``generation_prompt``. Parsing and the grammar are shared.
+    """
+
+    generation_prompt: ClassVar[str]
+
+    def render(self, prepared: PreparedRequest) -> str:
+        functions, code_interpreter = split_builtin_tools(prepared.tools)
+        parts = [self.system_block(functions, code_interpreter=code_interpreter)]
+        parts.extend(self.render_message(m) for m in prepared.messages)
+        parts.append(self.generation_prompt)
+        parts.append(choice_prefix(prepared))
+        return "".join(parts)
+
+    def system_block(self, functions: list[Mapping[str, Any]], *, code_interpreter: bool) -> str:
+        raise NotImplementedError
+
+    def render_message(self, message: dict) -> str:
+        raise NotImplementedError
+
+    def make_parser(self, prepared: PreparedRequest) -> StreamParser:
+        return announce_named_call(prepared.choice, FunctionTagParser(prepared))
 
     def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
+        # text, then <function=name>{json}</function> calls, then at most one <|python_tag|> call
+        # whose code runs to the end
         return TurnSyntax(
             tail=choice_prefix(prepared), text_avoid=(FUNCTION_OPEN, PYTHON_TAG),
             call_open=f"{FUNCTION_OPEN}{NAME}>", call_close=FUNCTION_CLOSE, code_open=PYTHON_TAG, code_body="rest",
-            args_avoid=(FUNCTION_CLOSE,), calls_end=("<|eom_id|>",), end=self.end_tokens(),
+            args_avoid=(FUNCTION_CLOSE,), calls_end=(EOM,), end=self.end_tokens(),
         )
 
 
@@ -161,28 +183,25 @@ class FunctionTagParser(StreamParser):
     * ``<|python_tag|>`` (outside a call) makes everything after it the code of a ``python`` call.
     """
 
-    __slots__ = ("_state", "_marker_in_prompt", "_pending_call", "_hold", "_name", "_args_started",
-                 "_blank", "_text_started", "_text_blank")
+    __slots__ = ("_state", "_marker_in_prompt", "_hold", "_name", "_args",
+                 "_text_started", "_text_blank")
 
     def __init__(self, prepared: PreparedRequest) -> None:
         self._state = _State.TEXT
         self._marker_in_prompt = False  # the current "<function=" came from the prompt
-        self._pending_call: str | None = None
         self._hold = ""  # a possible marker prefix at the end of what was fed
         self._name = ""
-        self._args_started = False
-        self._blank = ""  # trailing whitespace of the arguments, emitted only if more follows
+        self._args = StripSegment()  # the current call's arguments, stripped at both ends
         self._text_started = False
         self._text_blank = ""  # leading whitespace-only text, emitted once real text follows
         choice = prepared.choice
         if choice.kind == "required":
             self._state, self._marker_in_prompt = _State.NAME, True
         elif choice.is_named:
-            self._state, self._pending_call = _State.ARGS, choice.name
+            self._state = _State.ARGS  # the prompt opened the call (announce_named_call names it)
 
     def feed(self, text: str) -> list[Event]:
         out: list[Event] = []
-        self._open_pending(out)
         rest = self._hold + text if self._hold else text
         self._hold = ""
         while rest:
@@ -200,7 +219,6 @@ class FunctionTagParser(StreamParser):
 
     def finish(self) -> list[Event]:
         out: list[Event] = []
-        self._open_pending(out)
         hold, self._hold = self._hold, ""
         if self._state is _State.TEXT:
             self._emit_text(hold, out)
@@ -208,16 +226,10 @@ class FunctionTagParser(StreamParser):
             self._emit_text(("" if self._marker_in_prompt else FUNCTION_OPEN) + self._name + hold, out)
         # ARGS: a held "</functi" prefix and trailing blanks are dropped (the arguments are stripped)
         self._name = ""
-        self._blank = ""
+        self._args = StripSegment()
         return out
 
     # -- states --------------------------------------------------------------------------------
-
-    def _open_pending(self, out: list[Event]) -> None:
-        if self._pending_call is not None:
-            out.append(ToolCallStart(self._pending_call))
-            self._pending_call = None
-            self._args_started = False
 
     def _feed_text(self, s: str, out: list[Event]) -> str:
         i = s.find("<")
@@ -254,7 +266,7 @@ class FunctionTagParser(StreamParser):
         if not name or any(c.isspace() for c in name):
             return self._not_a_call(">", s[end + 1:], out)
         out.append(ToolCallStart(name))
-        self._state, self._name, self._args_started, self._blank = _State.ARGS, "", False, ""
+        self._state, self._name, self._args = _State.ARGS, "", StripSegment()
         return s[end + 1:]
 
     def _not_a_call(self, more: str, rest: str, out: list[Event]) -> str:
@@ -267,7 +279,7 @@ class FunctionTagParser(StreamParser):
         i = s.find(FUNCTION_CLOSE)
         if i >= 0:
             self._emit_args(s[:i], out)
-            self._state, self._blank = _State.TEXT, ""
+            self._state, self._args = _State.TEXT, StripSegment()
             return s[i + len(FUNCTION_CLOSE):]
         keep = _marker_prefix_len(s, FUNCTION_CLOSE)
         self._emit_args(s[: len(s) - keep], out)
@@ -288,18 +300,9 @@ class FunctionTagParser(StreamParser):
         out.append(TextDelta(text))
 
     def _emit_args(self, text: str, out: list[Event]) -> None:
-        if not self._args_started:
-            text = text.lstrip()
-            if not text:
-                return
-            self._args_started = True
-        body = text.rstrip()
-        if not body:
-            self._blank += text
-            return
-        piece = self._blank + body if self._blank else body
-        self._blank = text[len(body):]
-        out.append(ArgumentsDelta(piece))
+        piece = self._args.push(text)
+        if piece:
+            out.append(ArgumentsDelta(piece))
 
 
 def _marker_prefix_len(s: str, marker: str) -> int:

@@ -179,13 +179,46 @@ class StrippingParser(StreamParser):
         return self._inner.finish()
 
 
+class NamedCallParser(StreamParser):
+    """Announces the call a named tool choice opened in the prompt ahead of ``inner``'s first
+    events; ``inner`` starts inside that call's arguments."""
+
+    __slots__ = ("_inner", "_name")
+
+    def __init__(self, inner: StreamParser, name: str) -> None:
+        self._inner = inner
+        self._name: str | None = name
+
+    def feed(self, text: str) -> list[Event]:
+        if self._name is None:
+            return self._inner.feed(text)
+        return self._opening() + self._inner.feed(text)
+
+    def finish(self) -> list[Event]:
+        return self._opening() + self._inner.finish()
+
+    def _opening(self) -> list[Event]:
+        if self._name is None:
+            return []
+        name, self._name = self._name, None
+        return [ToolCallStart(name)]
+
+
+def announce_named_call(choice: ToolChoice, inner: StreamParser) -> StreamParser:
+    """``inner`` as is, or behind a :class:`NamedCallParser` when the choice names a tool."""
+    return NamedCallParser(inner, choice.name or "") if choice.is_named else inner
+
+
 class BufferedParser(StreamParser):
     """A parser that appends each token to a buffer and lets ``_run`` consume what it can: ``final``
-    says the output has ended. Events go to ``self._out``."""
+    says the output has ended. Events go to ``self._out``; ``_segment`` strips the text or arguments
+    being passed on (a fresh one for each new segment); ``_scan`` is where a marker search resumes."""
 
     def __init__(self) -> None:
         self._buf = ""
         self._out: list[Event] = []
+        self._segment = StripSegment()
+        self._scan = 0
 
     def _run(self, *, final: bool) -> None:
         raise NotImplementedError
@@ -200,6 +233,12 @@ class BufferedParser(StreamParser):
         self._run(final=True)
         out, self._out = self._out, []
         return out
+
+    def _emit(self, raw: str, *, text: bool) -> None:
+        """Pass on ``raw`` as the current segment's stripping leaves it, as text or as arguments."""
+        chunk = self._segment.push(raw) if raw else ""
+        if chunk:
+            self._out.append(TextDelta(chunk) if text else ArgumentsDelta(chunk))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from enum import Enum, auto
 
 from functionary.templates._call_stream import EventList, partial_marker_start
 from functionary.templates._qwen_prompt import code_names
+from functionary.templates._tokens import R1_ASSISTANT, R1_EOS, R1_SPECIAL, R1_SYSTEM, R1_USER
 from functionary.templates.base import Event, PreparedRequest, PromptTemplate, StreamParser
 from functionary.turn_syntax import NAME, TurnSyntax
 
-EOS = "<｜end▁of▁sentence｜>"
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
 CALLS_END = "<｜tool▁calls▁end｜>"
 CALL_BEGIN = "<｜tool▁call▁begin｜>"
@@ -40,10 +40,10 @@ _MARKER_RE = re.compile("|".join(re.escape(m) for m in _MARKERS))
 
 class R1Template(PromptTemplate):
     version = "r1"
-    stop_tokens = (EOS,)
-    eos_tokens = (EOS,)
+    stop_tokens = (R1_EOS,)
+    eos_tokens = (R1_EOS,)
     special_tokens = (
-        "<｜begin▁of▁sentence｜>", EOS, "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>",
+        *R1_SPECIAL,
         CALLS_BEGIN, CALLS_END, CALL_BEGIN, CALL_END, SEP,
         OUTPUTS_BEGIN, OUTPUTS_END, OUTPUT_BEGIN, OUTPUT_END,
     )
@@ -57,23 +57,23 @@ class R1Template(PromptTemplate):
             role, text = message["role"], message["content"] or ""
             if role == "user":
                 is_tool = last_is_tool = False
-                parts.append("<｜User｜>" + text)
+                parts.append(R1_USER + text)
             elif role == "system":
                 last_is_tool = False
-                parts.append("<｜System｜>" + text + "\n")
+                parts.append(R1_SYSTEM + text + "\n")
             elif role == "assistant":
                 last_is_tool = False
                 if is_tool:
                     parts.append(OUTPUTS_END)
                     is_tool = False
-                parts.append("<｜Assistant｜>" + text)
+                parts.append(R1_ASSISTANT + text)
                 if message["tool_calls"]:
                     is_tool, output_first = True, True
                     parts.append(CALLS_BEGIN)
                     parts.extend(_call_text(c["function"]) for c in message["tool_calls"])
-                    parts.append(CALLS_END + EOS)
+                    parts.append(CALLS_END + R1_EOS)
                 elif text:
-                    parts.append(EOS)
+                    parts.append(R1_EOS)
             elif role == "tool":
                 last_is_tool = True
                 if output_first:
@@ -84,7 +84,7 @@ class R1Template(PromptTemplate):
         if last_is_tool:
             parts.append(OUTPUTS_END)
         if not is_tool:  # after tool outputs the model continues without a new assistant header
-            parts.append("<｜Assistant｜>\n")
+            parts.append(R1_ASSISTANT + "\n")
         parts.append(self.choice_prefix(prepared))
         return "".join(parts)
 
@@ -97,7 +97,7 @@ class R1Template(PromptTemplate):
             has_code = any(t.get("type") == "code_interpreter" for t in prepared.tools)
         if not functions and not has_code:
             return ""
-        out = ["<｜System｜>\n"]
+        out = [R1_SYSTEM + "\n"]
         if has_code:
             out.append("Environment: ipython\n\n")
         if functions:

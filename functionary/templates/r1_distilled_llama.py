@@ -10,57 +10,35 @@ plain text there).
 
 from __future__ import annotations
 
-from functionary.templates._llama31_calls import (
-    FunctionTagGrammar,
-    FunctionTagParser,
-    choice_prefix,
-    render_calls,
-    split_builtin_tools,
-    tools_block,
-)
-from functionary.templates.base import PreparedRequest, PromptTemplate, StreamParser
+from collections.abc import Mapping
+from typing import Any
 
-SYSTEM = "<｜System｜>"
-USER = "<｜User｜>"
-ASSISTANT = "<｜Assistant｜>"
-END_OF_SENTENCE = "<｜end▁of▁sentence｜>"
-EOM = "<|eom_id|>"
+from functionary.templates._llama31_calls import PYTHON_TAG, FunctionTagTemplate, render_calls, tools_block
+from functionary.templates._tokens import EOM, R1_ASSISTANT, R1_EOS, R1_SPECIAL, R1_SYSTEM, R1_USER
 
 
-class R1DistilledLlamaTemplate(FunctionTagGrammar, PromptTemplate):
+class R1DistilledLlamaTemplate(FunctionTagTemplate):
     version = "r1_distilled_llama"
-    stop_tokens = (END_OF_SENTENCE, EOM)
-    eos_tokens = (END_OF_SENTENCE,)
-    special_tokens = (
-        "<｜begin▁of▁sentence｜>", END_OF_SENTENCE, USER, ASSISTANT, "<think>", "</think>", EOM, "<|python_tag|>",
-    )
+    stop_tokens = (R1_EOS, EOM)
+    eos_tokens = (R1_EOS,)
+    special_tokens = (*R1_SPECIAL, EOM, PYTHON_TAG)
+    generation_prompt = R1_ASSISTANT
 
-    def render(self, prepared: PreparedRequest) -> str:
-        functions, code_interpreter = split_builtin_tools(prepared.tools)
-        parts = []
-        if functions or code_interpreter:
-            parts.append(SYSTEM + "\n")
-        if code_interpreter:
-            parts.append("Environment: ipython\n\n")
-        if functions:
-            parts.append(tools_block(functions, escape=False))
-        for message in prepared.messages:
-            role, content = message["role"], message["content"] or ""
-            if role == "user":
-                parts.append(USER + content)
-            elif role == "system":
-                parts.append(f"{SYSTEM}{content}\n")
-            elif role == "tool":
-                parts.append("ipython\n\n" + content)
-            else:
-                parts.append(ASSISTANT + content)
-                if message["tool_calls"]:
-                    parts.append(render_calls(message["tool_calls"]) + EOM)
-                elif content:
-                    parts.append(END_OF_SENTENCE)
-        parts.append(ASSISTANT)
-        parts.append(choice_prefix(prepared))
-        return "".join(parts)
+    def system_block(self, functions: list[Mapping[str, Any]], *, code_interpreter: bool) -> str:
+        if not (functions or code_interpreter):
+            return ""
+        environment = "Environment: ipython\n\n" if code_interpreter else ""
+        tools = tools_block(functions, escape=False) if functions else ""
+        return f"{R1_SYSTEM}\n{environment}{tools}"
 
-    def make_parser(self, prepared: PreparedRequest) -> StreamParser:
-        return FunctionTagParser(prepared)
+    def render_message(self, message: dict) -> str:
+        role, content, calls = message["role"], message["content"] or "", message["tool_calls"]
+        if role == "user":
+            return R1_USER + content
+        if role == "system":
+            return f"{R1_SYSTEM}{content}\n"
+        if role == "tool":
+            return "ipython\n\n" + content
+        if calls:
+            return f"{R1_ASSISTANT}{content}{render_calls(calls)}{EOM}"
+        return f"{R1_ASSISTANT}{content}{R1_EOS if content else ''}"

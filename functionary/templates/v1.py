@@ -23,14 +23,7 @@ import enum
 
 from functionary.errors import InvalidRequestError, UnsupportedRequestError
 from functionary.templates.base import (
-    BufferedParser,
-    StripSegment,
-    ArgumentsDelta,
-    PreparedRequest,
-    PromptTemplate,
-    StreamParser,
-    TextDelta,
-    ToolCallStart,
+    BufferedParser, PreparedRequest, PromptTemplate, StreamParser, StripSegment, ToolCallStart,
 )
 from functionary.templates._markers import take_until
 from functionary.turn_syntax import NAME, TurnSyntax
@@ -130,15 +123,13 @@ class V1Parser(BufferedParser):
     __slots__ = ("_stage", "_buf", "_scan", "_segment", "_out")
 
     def __init__(self) -> None:
-        self._stage = _Stage.TEXT
         super().__init__()
-        self._scan = 0
-        self._segment = StripSegment()
+        self._stage = _Stage.TEXT
 
     def _run(self, *, final: bool) -> None:
         if self._stage is _Stage.TEXT:
             before, self._buf, found = take_until(self._buf, _MARKERS, final=final)
-            self._emit(before)
+            self._emit(before, text=True)
             if not found:
                 return
             self._stage = _Stage.NAME
@@ -155,12 +146,5 @@ class V1Parser(BufferedParser):
             self._out.append(ToolCallStart(self._buf[:i].strip()))
             self._buf = self._buf[i + 1:]
             self._stage, self._segment = _Stage.ARGS, StripSegment()
-        self._emit(self._buf)
+        self._emit(self._buf, text=False)
         self._buf = ""
-
-    def _emit(self, raw: str) -> None:
-        if not raw:
-            return
-        chunk = self._segment.push(raw)
-        if chunk:
-            self._out.append(TextDelta(chunk) if self._stage is _Stage.TEXT else ArgumentsDelta(chunk))

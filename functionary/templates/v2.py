@@ -32,6 +32,7 @@ from functionary.templates.base import (
     TextDelta,
     ToolCallStart,
     ToolChoice,
+    announce_named_call,
 )
 from functionary.turn_syntax import NAME, TurnSyntax
 from functionary.typescript_v2 import preamble_texts
@@ -59,7 +60,7 @@ class V2Template(PromptTemplate):
         return "".join(parts)
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
-        return V2Parser(prepared.choice)
+        return announce_named_call(prepared.choice, V2Parser(prepared.choice))
 
     def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
         # segments "<|from|>assistant\n<|recipient|>{recipient}\n<|content|>{body}" joined by "\n"; the
@@ -159,15 +160,12 @@ class V2Parser(BufferedParser):
 
     def __init__(self, choice: ToolChoice) -> None:
         super().__init__()
-        self._scan = 0
         self._had_text = False
-        self._segment = StripSegment()
         self._is_text = False
         if choice.kind == "none":
             self._open_body(text=True)
         elif choice.kind == "named":
-            self._out.append(ToolCallStart(choice.name or ""))
-            self._open_body(text=False)
+            self._open_body(text=False)  # the prompt opened the call (announce_named_call names it)
         else:
             self._stage = _Stage.RECIPIENT
 
@@ -195,7 +193,7 @@ class V2Parser(BufferedParser):
                     self._stage = _Stage.HEADER
             elif self._stage is _Stage.BODY:
                 before, self._buf, found = take_until(self._buf, _BODY_ENDS, final=final)
-                self._emit(before)
+                self._emit_body(before)
                 if not found:
                     return
                 self._stage = _Stage.HEADER
@@ -215,7 +213,7 @@ class V2Parser(BufferedParser):
         self._segment = StripSegment()
         self._is_text = text
 
-    def _emit(self, raw: str) -> None:
+    def _emit_body(self, raw: str) -> None:
         if not raw:
             return
         first = not self._segment.started

@@ -22,41 +22,23 @@ from __future__ import annotations
 import enum
 
 from functionary.templates.base import (
-    BufferedParser,
-    StripSegment,
-    ArgumentsDelta,
-    PreparedRequest,
-    PromptTemplate,
-    StreamParser,
-    TextDelta,
-    ToolCallStart,
-    ToolChoice,
+    BufferedParser, PreparedRequest, PromptTemplate, StreamParser, StripSegment, ToolCallStart, ToolChoice,
+    announce_named_call,
 )
 from functionary.templates._markers import find_first, partial_marker_len, rescan_from, take_until
+from functionary.templates._tokens import EOT, LLAMA3_END, LLAMA3_SPECIAL, header
 from functionary.templates.v2 import require_tool_names
 from functionary.turn_syntax import NAME, TurnSyntax
 from functionary.typescript_v2 import preamble_texts
 
 SEP = "<|reserved_special_token_249|>"
-EOT = "<|eot_id|>"
-
-
-def _header(role: object) -> str:
-    return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
 
 
 class V2Llama3Template(PromptTemplate):
     version = "v2.llama3"
-    stop_tokens = (EOT, "<|end_of_text|>")
-    eos_tokens = (EOT, "<|end_of_text|>")
-    special_tokens = (
-        "<|begin_of_text|>",
-        "<|end_of_text|>",
-        "<|start_header_id|>",
-        "<|end_header_id|>",
-        EOT,
-        SEP,
-    )
+    stop_tokens = LLAMA3_END
+    eos_tokens = LLAMA3_END
+    special_tokens = (*LLAMA3_SPECIAL, SEP)
 
     def check(self, prepared: PreparedRequest) -> None:
         require_tool_names(prepared, self.version)
@@ -65,9 +47,9 @@ class V2Llama3Template(PromptTemplate):
         schema, system = preamble_texts(prepared.tools)
         legacy = any(m["role"] == "function" for m in prepared.messages)
         render_one = _legacy_message if legacy else _message
-        parts = [f"{_header('system')}{schema}{EOT}", f"{_header('system')}{system}{EOT}"]
+        parts = [f"{header('system')}{schema}{EOT}", f"{header('system')}{system}{EOT}"]
         parts.extend(render_one(m) for m in prepared.messages)
-        parts.append(_header("assistant"))
+        parts.append(header("assistant"))
         choice = prepared.choice
         if choice.kind == "required":
             parts.append(SEP)
@@ -76,7 +58,7 @@ class V2Llama3Template(PromptTemplate):
         return "".join(parts)
 
     def make_parser(self, prepared: PreparedRequest) -> StreamParser:
-        return V2Llama3Parser(prepared.choice)
+        return announce_named_call(prepared.choice, V2Llama3Parser(prepared.choice))
 
     def turn_syntax(self, prepared: PreparedRequest) -> TurnSyntax:
         choice = prepared.choice
@@ -94,20 +76,20 @@ def _calls_text(message: dict) -> str:
 def _message(message: dict) -> str:
     role, content = message["role"], message["content"]
     if role in ("system", "user"):
-        return f"{_header(role)}{content}{EOT}"
+        return f"{header(role)}{content}{EOT}"
     if role == "tool":
-        return f"{_header(role)}name={message['name']}\n{content}{EOT}"
+        return f"{header(role)}name={message['name']}\n{content}{EOT}"
     calls = _calls_text(message)
     if content is None and not calls:  # nothing to say: a bare header, as upstream rendered it
-        return _header(role)
-    return f"{_header(role)}{'' if content is None else content}{calls}{EOT}"
+        return header(role)
+    return f"{header(role)}{'' if content is None else content}{calls}{EOT}"
 
 
 def _legacy_message(message: dict) -> str:
     role, content = message["role"], message["content"]
     if role in ("system", "user", "tool"):
         return _message(message)
-    return f"{_header(role)}{content or ''}{_calls_text(message)}{EOT}"
+    return f"{header(role)}{content or ''}{_calls_text(message)}{EOT}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,15 +114,12 @@ class V2Llama3Parser(BufferedParser):
 
     def __init__(self, choice: ToolChoice) -> None:
         super().__init__()
-        self._scan = 0
         self._name_started = False
-        self._segment = StripSegment()
         self._stage = _Stage.TEXT
         if choice.kind == "required":
             self._stage = _Stage.NAME
         elif choice.kind == "named":
-            self._out.append(ToolCallStart(choice.name or ""))
-            self._stage = _Stage.ARGS
+            self._stage = _Stage.ARGS  # the prompt opened the call (announce_named_call names it)
 
     def _run(self, *, final: bool) -> None:
         while True:
@@ -164,7 +143,7 @@ class V2Llama3Parser(BufferedParser):
                 self._start_call(name, then=_Stage.ARGS if marker == "\n" else _Stage.NAME)
                 continue
             before, self._buf, found = take_until(self._buf, _SEPS, final=final)
-            self._emit(before)
+            self._emit(before, text=self._stage is _Stage.TEXT)
             if not found:
                 return
             self._stage, self._scan, self._name_started = _Stage.NAME, 0, False
@@ -178,10 +157,3 @@ class V2Llama3Parser(BufferedParser):
                 self._stage = _Stage.ARGS
                 return
         self._stage = _Stage.NAME
-
-    def _emit(self, raw: str) -> None:
-        if not raw:
-            return
-        chunk = self._segment.push(raw)
-        if chunk:
-            self._out.append(TextDelta(chunk) if self._stage is _Stage.TEXT else ArgumentsDelta(chunk))

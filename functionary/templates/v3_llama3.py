@@ -16,19 +16,14 @@ from __future__ import annotations
 from enum import Enum
 
 from functionary.templates.base import (
-    ArgumentsDelta,
-    Event,
-    PreparedRequest,
-    PromptTemplate,
-    StreamParser,
-    TextDelta,
-    ToolCallStart,
+    ArgumentsDelta, Event, PreparedRequest, PromptTemplate, StreamParser, StripSegment, TextDelta, ToolCallStart,
+    announce_named_call,
 )
+from functionary.templates._tokens import EOT, LLAMA3_END, LLAMA3_SPECIAL, header
 from functionary.turn_syntax import NAME, TurnSyntax
 from functionary.typescript import tools_to_namespace
 
-SYSTEM_HEADER = "<|start_header_id|>system<|end_header_id|>\n\n"
-EOT = "<|eot_id|>"
+SYSTEM_HEADER = header("system")
 SYSTEM_PROMPT = (
     SYSTEM_HEADER + "You are capable of executing available function(s) if required.\n"
     "Only execute function(s) when absolutely necessary.\n"
@@ -45,19 +40,15 @@ CODE_INTERPRETER_SYSTEM = (
     "or time out after 60.0 seconds. The drive at '/mnt/data' can be used to save and persist user "
     "files." + EOT
 )
-GENERATION_PROMPT = "<|start_header_id|>assistant<|end_header_id|>\n\n>>>"
 SEPARATOR = ">>>"
-
-
-def _header(role: str) -> str:
-    return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+GENERATION_PROMPT = header("assistant") + SEPARATOR
 
 
 class V3Llama3Template(PromptTemplate):
     version = "v3.llama3"
-    stop_tokens = ("<|eot_id|>", "<|end_of_text|>")
-    eos_tokens = ("<|eot_id|>", "<|end_of_text|>")
-    special_tokens = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+    stop_tokens = LLAMA3_END
+    eos_tokens = LLAMA3_END
+    special_tokens = LLAMA3_SPECIAL
 
     def render(self, prepared: PreparedRequest) -> str:
         tools = prepared.tools
@@ -67,10 +58,10 @@ class V3Llama3Template(PromptTemplate):
         for message in prepared.messages:
             role = message["role"]
             if role in ("user", "system", "tool"):
-                parts.append(f"{_header(role)}{message['content'] or ''}{EOT}")
+                parts.append(f"{header(role)}{message['content'] or ''}{EOT}")
                 continue
             # assistant, and anything else (a legacy ``function`` result renders like this too)
-            parts.append(_header(role))
+            parts.append(header(role))
             if message["content"]:
                 parts.append(f">>>all\n{message['content']}")
             for call in message["tool_calls"] or ():
@@ -103,7 +94,8 @@ class V3Llama3Template(PromptTemplate):
             fn = tool.get("function") or tool
             if fn.get("name"):
                 known.add(fn["name"])
-        return RecipientParser(prepared.choice.kind, prepared.choice.name, frozenset(known))
+        parser = RecipientParser(prepared.choice.kind, frozenset(known))
+        return announce_named_call(prepared.choice, parser)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,30 +127,27 @@ class RecipientParser(StreamParser):
     the arguments. ``python`` bodies are code and never JSON-tracked.
     """
 
-    __slots__ = ("_known", "_named", "_pending", "_initial", "_body", "_hold", "_started",
+    __slots__ = ("_known", "_pending", "_initial", "_body", "_segment",
                  "_depth", "_in_string", "_escape")
 
-    def __init__(self, choice: str, name: str | None, known: frozenset[str]) -> None:
+    def __init__(self, choice: str, known: frozenset[str]) -> None:
         self._known = known
-        self._named = name if choice == "named" else None
         self._pending: str | None = None  # a possible separator: ">", ">>", ">>>name"
         self._initial = False  # the pending recipient was opened by the prompt, not the model
-        self._hold = ""  # trailing blanks of the current body, emitted only if more follows
-        self._started = False  # the current body has a non-blank character
+        self._segment = StripSegment()  # the current body, stripped at both ends
         self._depth = 0
         self._in_string = False
         self._escape = False
         self._body = _Body.TEXT
         if choice in ("auto", "required"):
             self._pending, self._initial = SEPARATOR, True
-        elif self._named is not None:
-            self._body = _Body.ARGS
+        elif choice == "named":
+            self._body = _Body.ARGS  # the prompt opened the call (announce_named_call names it)
 
     # -- public --------------------------------------------------------------------------------
 
     def feed(self, text: str) -> list[Event]:
         out: list[Event] = []
-        self._open_named(out)
         i, n = 0, len(text)
         while i < n:
             if self._pending is not None:
@@ -176,7 +165,6 @@ class RecipientParser(StreamParser):
 
     def finish(self) -> list[Event]:
         out: list[Event] = []
-        self._open_named(out)
         pending, self._pending = self._pending, None
         if pending is not None:
             recipient = pending[len(SEPARATOR):] if pending.startswith(SEPARATOR) else None
@@ -187,15 +175,10 @@ class RecipientParser(StreamParser):
                 self._body_text(pending[len(SEPARATOR):], out)
             else:
                 self._body_text(pending, out)
-        self._hold = ""
+        self._segment = StripSegment()
         return out
 
     # -- segments ------------------------------------------------------------------------------
-
-    def _open_named(self, out: list[Event]) -> None:
-        if self._named is not None:
-            out.append(ToolCallStart(self._named))
-            self._named = None
 
     def _extend_pending(self, text: str, i: int, out: list[Event]) -> int:
         """Consume ``text[i]`` into the pending separator, or give the pending text back."""
@@ -234,8 +217,7 @@ class RecipientParser(StreamParser):
         return i
 
     def _start_segment(self, recipient: str, out: list[Event]) -> None:
-        self._hold = ""
-        self._started = False
+        self._segment = StripSegment()
         self._depth, self._in_string, self._escape = 0, False, False
         if recipient == "all":
             self._body = _Body.TEXT
@@ -261,8 +243,7 @@ class RecipientParser(StreamParser):
                 self._emit(text, out, call=True)
                 return
             self._emit(text[:end], out, call=True)
-            self._hold = ""
-            self._started = False
+            self._segment = StripSegment()
             self._body = _Body.AFTER
             text = text[end:]
             if not text:
@@ -294,15 +275,6 @@ class RecipientParser(StreamParser):
 
     def _emit(self, text: str, out: list[Event], *, call: bool) -> None:
         """Emit body text with the body stripped at both ends, under any chunking."""
-        if not self._started:
-            text = text.lstrip()
-            if not text:
-                return
-            self._started = True
-        body = text.rstrip()
-        if not body:
-            self._hold += text
-            return
-        piece = self._hold + body if self._hold else body
-        self._hold = text[len(body):]
-        out.append(ArgumentsDelta(piece) if call else TextDelta(piece))
+        piece = self._segment.push(text)
+        if piece:
+            out.append(ArgumentsDelta(piece) if call else TextDelta(piece))

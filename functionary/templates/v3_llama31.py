@@ -11,60 +11,38 @@ Calls are ``<function=name>{json}</function>`` and ``<|python_tag|>code`` (see
 
 from __future__ import annotations
 
-from functionary.templates._llama31_calls import (
-    FunctionTagGrammar,
-    FunctionTagParser,
-    choice_prefix,
-    render_calls,
-    split_builtin_tools,
-    tools_block,
-)
-from functionary.templates.base import PreparedRequest, PromptTemplate, StreamParser
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-EOT = "<|eot_id|>"
-EOM = "<|eom_id|>"
-GENERATION_PROMPT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+from functionary.templates._llama31_calls import PYTHON_TAG, FunctionTagTemplate, render_calls, tools_block
+from functionary.templates._tokens import EOM, EOT, LLAMA3_END, LLAMA3_SPECIAL, header
+
 KNOWLEDGE = "Cutting Knowledge Date: December 2023\n\n"
 IPYTHON = "Environment: ipython\n\n"
 
 
-def header(role: str) -> str:
-    return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
-
-
-class V3Llama31Template(FunctionTagGrammar, PromptTemplate):
+class V3Llama31Template(FunctionTagTemplate):
     version = "v3-llama3.1"
-    stop_tokens = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
-    eos_tokens = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
-    special_tokens = (
-        "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-        "<|eot_id|>", "<|eom_id|>", "<|python_tag|>",
-    )
+    stop_tokens = (*LLAMA3_END, EOM)
+    eos_tokens = (*LLAMA3_END, EOM)
+    special_tokens = (*LLAMA3_SPECIAL, EOM, PYTHON_TAG)
+    generation_prompt = header("assistant")
+    # what the reasoning variant (v3_llama31_reasoning) changes
+    mode_line: ClassVar[str] = ""  # a line right after the system header
+    escape_tools: ClassVar[bool] = True  # the tool lines are HTML-escaped
+    empty_turns: ClassVar[bool] = True  # an assistant turn with neither text nor calls is rendered
 
-    def render(self, prepared: PreparedRequest) -> str:
-        functions, code_interpreter = split_builtin_tools(prepared.tools)
-        parts = [header("system"), IPYTHON if code_interpreter else "\n", KNOWLEDGE]
-        if functions:
-            parts.append(tools_block(functions, escape=True))
-        parts.append(EOT)
-        for message in prepared.messages:
-            role, content = message["role"], message["content"]
-            if role in ("user", "system"):
-                parts.append(f"{header(role)}{content or ''}{EOT}")
-            elif role == "tool":
-                parts.append(f"{header('ipython')}{content or ''}{EOT}")
-            else:
-                parts.append(header(role))
-                if content:
-                    parts.append(content)
-                if message["tool_calls"]:
-                    parts.append(render_calls(message["tool_calls"]))
-                    parts.append(EOM)
-                else:
-                    parts.append(EOT)
-        parts.append(GENERATION_PROMPT)
-        parts.append(choice_prefix(prepared))
-        return "".join(parts)
+    def system_block(self, functions: list[Mapping[str, Any]], *, code_interpreter: bool) -> str:
+        environment = IPYTHON if code_interpreter else "\n"
+        tools = tools_block(functions, escape=self.escape_tools) if functions else ""
+        return f"{header('system')}{self.mode_line}{environment}{KNOWLEDGE}{tools}{EOT}"
 
-    def make_parser(self, prepared: PreparedRequest) -> StreamParser:
-        return FunctionTagParser(prepared)
+    def render_message(self, message: dict) -> str:
+        role, content, calls = message["role"], message["content"] or "", message["tool_calls"]
+        if role in ("user", "system"):
+            return f"{header(role)}{content}{EOT}"
+        if role == "tool":
+            return f"{header('ipython')}{content}{EOT}"
+        if calls:
+            return f"{header(role)}{content}{render_calls(calls)}{EOM}"
+        return f"{header(role)}{content}{EOT}" if content or self.empty_turns else ""

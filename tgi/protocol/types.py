@@ -107,24 +107,24 @@ class PrefillToken(_Response):
     logprob: float | None = None  # the first prefill logprob is NaN, sent as null
 
 
-class BestOfSequence(_Response):
-    generated_text: str
-    finish_reason: FinishReason
-    generated_tokens: int
-    seed: int | None = None
-    prefill: list[PrefillToken] = []
-    tokens: list[Token] = []
-    top_tokens: list[list[Token]] = []
+class _Sequence(_Response):
+    """What TGI reports about one finished sequence: in ``details``, and for each of its
+    ``best_of_sequences``."""
 
-
-class Details(_Response):
     finish_reason: FinishReason
     generated_tokens: int  # counts the EOS token
     seed: int | None = None  # null unless sampling was on
     prefill: list[PrefillToken] = []
     tokens: list[Token] = []
-    best_of_sequences: list[BestOfSequence] | None = None
     top_tokens: list[list[Token]] = []
+
+
+class BestOfSequence(_Sequence):
+    generated_text: str
+
+
+class Details(_Sequence):
+    best_of_sequences: list[BestOfSequence] | None = None
 
 
 class GenerateResponse(_Response):
