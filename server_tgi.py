@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from functionary.errors import GatewayError
+from functionary.templates import TEMPLATES
 from tgi.api.app import create_app
 from tgi.api.settings import DEFAULT_SAVE_FOLDER, Settings
 from tgi.api.startup import EXIT_LISTEN, EXIT_USAGE, UvicornStartupLine
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
           help="GPUs of each launched replica (groups of consecutive --gpus devices)")
     _flag(p, "host", default="127.0.0.1")
     _flag(p, "port", type=int, default=8000)
-    _flag(p, "prompt_template", default=None, help="force a template version (see --list-templates)")
+    _flag(p, "prompt_template", default=None,
+          help="force a template version instead of detecting it: " + ", ".join(TEMPLATES))
     _flag(p, "served_model_name", default=None, help="model name clients use (default: --model)")
     _flag(p, "api_key", action="append", default=None,
           help="accepted API key; repeatable; also FUNCTIONARY_API_KEYS (comma separated)")

@@ -1,6 +1,6 @@
 """Start the gateway (``server_tgi.py``) as a real process on 127.0.0.1, the way users run it (with its
-defaults: ``--grammar off``, so a scripted answer is one TGI request; tests/tgi/api/test_grammar_e2e.py asks for
-``--grammar auto``)."""
+defaults: ``--grammar auto``, which constrains only the requests that ask for a guarantee; the emulator sends
+scripted replies as written, grammar or not; tests/tgi/api/test_grammar_e2e.py checks the grammars sent)."""
 
 from __future__ import annotations
 

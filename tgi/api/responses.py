@@ -6,7 +6,7 @@ Nothing here renders, samples, parses or maps sampling parameters: the request b
 client would send for the same conversation (so TGI receives the same prompt and parameters), and the chat
 result becomes the Responses output. The gateway is stateless (docs/decisions.md, "Responses"): a response is
 never stored, so ``previous_response_id`` is refused and a conversation is sent whole in ``input``.
-Streaming lives in tgi/api/responses_stream.py.
+Streaming lives in tgi/api/responses_stream.py; one call, start to end, in tgi/api/responses_call.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from functionary.errors import GatewayError, InvalidRequestError, ModelNotFoundError, UnsupportedRequestError
+from functionary.errors import GatewayError, InvalidRequestError, UnsupportedRequestError
 from functionary.openai_types import ChatCompletionRequest
 from functionary.responses_types import (
     FormatJSONObject,
@@ -303,33 +302,3 @@ def from_completion(response: Response, completion: dict) -> Response:
     usage = completion["usage"]
     return finished(response, output, finish_reason=choice["finish_reason"],
                     prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"])
-
-
-# --------------------------------------------------------------------------------------------
-# The call
-
-
-async def create(chat_service, data: dict, *, model_names, record=None) -> dict | AsyncIterator[bytes]:
-    """One ``POST /v1/responses``: the response object as JSON-ready dict, or (``stream``) the SSE bytes of
-    its events. Everything that can fail before generation raises (an HTTP error)."""
-    from tgi.api.responses_stream import stream_events  # here: that module builds on this one's output helpers
-
-    request = parse_request(data)
-    if request.model is not None and request.model not in model_names:
-        raise ModelNotFoundError(
-            f"The model '{request.model}' does not exist; this server serves '{chat_service.model_name}'.",
-            param="model",
-        )
-    translated = to_chat(request)
-    response_id = new_id("resp")
-    try:
-        plan = chat_service.plan(translated.chat, request_id=response_id, record=record)
-    except GatewayError as exc:
-        raise rename_param(exc, translated.origins) from None
-    if record is not None:  # ops hook
-        record.completion_id, record.model, record.stream = response_id, plan.model, bool(request.stream)
-    response = new_response(request, response_id=response_id, model=plan.model)
-    if request.stream:
-        return stream_events(response, await chat_service.results(plan), plan=plan)
-    completion = await chat_service.complete(plan)
-    return from_completion(response, completion).model_dump(mode="json")

@@ -1,5 +1,5 @@
-"""The HTTP routes: ``/v1/chat/completions``, ``/v1/models``, ``/metrics``, ``/health``. A route only checks,
-plans and hands the plan to the chat pipeline (``tgi.pipeline.chat``)."""
+"""The HTTP routes: ``/v1/chat/completions``, ``/v1/responses``, ``/v1/models``, ``/metrics``, ``/health``.
+A route only checks, plans and hands the plan to the chat pipeline (``tgi.pipeline.chat``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import os
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from functionary.errors import ModelNotFoundError
 from functionary.responses_types import ResponsesRequest
@@ -15,7 +15,7 @@ from tgi.api.auth import check_auth
 from tgi.api.body import document_body, read_chat_request, read_json
 from tgi.api.disconnect import unless_disconnected
 from tgi.api.errors import request_id_of
-from tgi.api.responses import create as create_response
+from tgi.api.responses_call import create as create_response
 from tgi.api.settings import Settings
 from tgi.api.streaming import SSEResponse
 from tgi.ops.metrics import render_merged
@@ -26,10 +26,13 @@ __all__ = ["install_routes"]
 
 log = logging.getLogger("gateway")
 
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
 
 def install_routes(app: FastAPI, settings: Settings) -> None:
+    _install_generation_routes(app, settings)
+    _install_info_routes(app, settings)
+
+
+def _install_generation_routes(app: FastAPI, settings: Settings) -> None:
     @app.post("/v1/chat/completions", openapi_extra=document_body(app))
     async def chat_completions(request: Request):
         check_auth(request, settings.api_keys)
@@ -44,7 +47,8 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         plan = await runtime.chat.plan_async(req, request_id=new_request_id(), record=record,
                                              body_bytes=request.scope["state"].get("body_bytes", 0))
         record.completion_id, record.model, record.stream = plan.request_id, plan.model, bool(req.stream)
-        log.debug("request %s: %s, %d prompt tokens, stream=%s", request_id_of(request), plan.request_id, plan.prompt_tokens, bool(req.stream))
+        log.debug("request %s: %s, %d prompt tokens, stream=%s", request_id_of(request), plan.request_id,
+                  plan.prompt_tokens, bool(req.stream))
         if req.stream:
             body = await runtime.chat.stream(plan)
             return SSEResponse(body, coalesce=plan.n == 1)  # perf: one socket write per TGI read
@@ -53,17 +57,20 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.post("/v1/responses", openapi_extra=document_body(app, ResponsesRequest))
     async def responses(request: Request):
-        """OpenAI's Responses API over the same chat pipeline (tgi/api/responses.py); stateless."""
+        """OpenAI's Responses API over the same chat pipeline (tgi/api/responses_call.py); stateless."""
         check_auth(request, settings.api_keys)
         data = await read_json(request, max_body_bytes=settings.max_body_bytes)
         runtime = request.app.state.runtime
-        work = create_response(runtime.chat, data, model_names=runtime.model_names,
-                               record=request.scope["state"]["record"])
+        state = request.scope["state"]
+        work = create_response(runtime.chat, data, model_names=runtime.model_names, record=state["record"],
+                               body_bytes=state.get("body_bytes", 0))
         answer = await unless_disconnected(work, request.receive)  # a client that leaves cancels TGI's work
         if isinstance(answer, dict):
             return JSONResponse(answer)
-        return StreamingResponse(answer, media_type="text/event-stream", headers=_SSE_HEADERS)
+        return SSEResponse(answer)  # the events of one TGI read in one socket write, as for chat
 
+
+def _install_info_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/v1/models")
     async def models(request: Request):
         check_auth(request, settings.api_keys)

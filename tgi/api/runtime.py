@@ -189,19 +189,19 @@ async def open_runtime(settings, *, start_backends_here: bool = True) -> AsyncIt
         reference, up = await _same_model(up)  # cluster: refuses endpoints that serve different models
         limits = await _limits(up[0], settings, model_dir)
         pool = await stack.enter_async_context(EndpointPool(
-            clients, max_in_flight=getattr(settings, "max_in_flight_per_endpoint", None),
-            queue_timeout=getattr(settings, "queue_timeout", 30.0),
-            health_interval=getattr(settings, "health_interval", 5.0), eject_after=getattr(settings, "eject_after", 2),
+            clients, max_in_flight=settings.max_in_flight_per_endpoint,
+            queue_timeout=settings.queue_timeout,
+            health_interval=settings.health_interval, eject_after=settings.eject_after,
             reference=reference, down=[c.base_url for c in clients if c not in up],
         ))
         for name, found in discovered.items():
             await stack.enter_async_context(DnsDiscovery(
-                pool, name, interval=getattr(settings, "dns_interval", 10.0), initial=found))
+                pool, name, interval=settings.dns_interval, initial=found))
         grammar = await _grammar_support(settings.grammar, clients, up)
         counter = token_counter(model_dir)
         chat = ChatService(
             template=template, pool=pool, limits=limits, model_name=settings.model_name,
-            count_tokens=counter, request_timeout=getattr(settings, "request_timeout", None),
+            count_tokens=counter, request_timeout=settings.request_timeout,
             grammar=grammar, bytes_per_token=getattr(counter, "bytes_per_token", None),
         )
         names = {settings.model_name, settings.model}
@@ -250,13 +250,13 @@ async def start_backends(settings) -> AsyncIterator[bool]:
         started = True
         if settings.emulator:
             await stack.enter_async_context(run_emulator(settings.endpoints[0], model_id=settings.model))
-        elif settings.no_launch or getattr(settings, "endpoint_dns", ()):
+        elif settings.no_launch or settings.endpoint_dns:
             started = False
-        elif getattr(settings, "replicas", 1) > 1:
+        elif settings.replicas > 1:
             from tgi.launch.replicas import launch_replicas, replica_groups
 
             groups = replica_groups(settings.gpus, replicas=settings.replicas,
-                                    gpus_per_replica=getattr(settings, "gpus_per_replica", None))
+                                    gpus_per_replica=settings.gpus_per_replica)
             await stack.enter_async_context(launch_replicas(settings, groups=groups))
         else:
             async with AsyncExitStack() as probes:
@@ -272,7 +272,7 @@ async def start_backends(settings) -> AsyncIterator[bool]:
 async def _discover(settings) -> dict[str, list[str]]:
     """``--endpoint-dns``: each name's endpoint URLs now; a name that resolves to nothing yet is looked up
     again every second until ``--startup-timeout`` (a TGI StatefulSet may start after the gateway)."""
-    names = tuple(getattr(settings, "endpoint_dns", ()))
+    names = tuple(settings.endpoint_dns)
     found: dict[str, list[str]] = {name: [] for name in names}
     deadline = time.monotonic() + settings.startup_timeout
     while names:
@@ -329,7 +329,7 @@ async def _limits(client: TGIClient, settings, model_dir: Path | None) -> Limits
         max_total_tokens=max_total,
         max_input_tokens=min(max_input, max_total - 1),
         max_stop_sequences=(info and info.max_stop_sequences) or 4,
-        max_top_n_tokens=getattr(settings, "max_top_n_tokens", 5),
+        max_top_n_tokens=settings.max_top_n_tokens,
     )
 
 

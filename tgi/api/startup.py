@@ -46,13 +46,15 @@ class StartupError(GatewayError):
 
 
 def exit_code_for(exc: BaseException) -> int:
-    from tgi.launch.errors import LaunchError, LaunchInterruptedError
+    from tgi.launch.errors import LaunchError, LaunchInterruptedError, LaunchUsageError
     from tgi.launch.weights import WeightsError, WeightsInterruptedError
 
     if isinstance(exc, (LaunchInterruptedError, WeightsInterruptedError, KeyboardInterrupt, asyncio.CancelledError)):
         return EXIT_INTERRUPTED
     if isinstance(exc, StartupError):
         return exc.exit_code
+    if isinstance(exc, LaunchUsageError):
+        return EXIT_USAGE
     if isinstance(exc, LaunchError):
         return EXIT_LAUNCH
     if isinstance(exc, (WeightsError, UnknownTemplateError)):

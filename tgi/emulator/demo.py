@@ -46,8 +46,8 @@ def demo_output(prompt: str) -> str:
 
 
 def _demo_after_call(prompt: str) -> str | None:
-    """The EOS when the prompt ends right after a complete call (a guided generation goes on from there): a
-    model done with its calls stops."""
+    """The EOS when the prompt ends right after a complete call (a client continuing an assistant turn that
+    already holds a call): a model done with its calls stops."""
     if prompt.endswith("</function>"):
         return "<|eom_id|>"
     if prompt.endswith("</tool_call>"):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 from .common import REPLY_FAULTS
-from .replies import RToken
+from .replies import Reply, RToken
 from .tokenizer import Tokenizer
+from .validation import Valid
 
 
 class Plan:

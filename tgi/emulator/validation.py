@@ -9,6 +9,7 @@ import re
 
 from .bodies import GenRequest, invalid
 from .common import DEFAULT_EOS_TOKENS, GENERATION_CHUNK
+from .tokenizer import Tokenizer
 
 
 class Valid:

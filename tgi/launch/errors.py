@@ -3,6 +3,7 @@ is ever sent for these).
 
     GatewayError (functionary/errors.py)
     └── LaunchError                   TGI could not be started (start-up only, no HTTP status is sent)
+        ├── LaunchUsageError          the launch flags contradict each other (exit code 2)
         ├── DockerUnavailableError    the engine cannot be reached (names DOCKER_HOST)
         ├── ImagePullError            the image is absent and cannot be pulled
         ├── PortInUseError            the host port of --endpoint is taken
@@ -20,6 +21,10 @@ from functionary.errors import GatewayError
 
 class LaunchError(GatewayError):
     """TGI could not be started in Docker."""
+
+
+class LaunchUsageError(LaunchError):
+    """The launch flags contradict each other (a command-line error: exit code 2)."""
 
 
 class DockerUnavailableError(LaunchError):

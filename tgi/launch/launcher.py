@@ -42,7 +42,9 @@ from tgi.launch.container import (
     start_container,
     stop_and_remove,
 )
-from tgi.launch.errors import ContainerConflictError, LaunchInterruptedError, TGIExitedError, TGIStartupTimeoutError
+from tgi.launch.errors import (
+    ContainerConflictError, LaunchInterruptedError, LaunchUsageError, TGIExitedError, TGIStartupTimeoutError,
+)
 from tgi.launch.sharing import Lease, leave_container
 from tgi.launch.signals import cancel_on_signals, only_signals_cancelled
 from tgi.launch.spec import (
@@ -75,10 +77,6 @@ class TGIHandle:
 
     def __repr__(self) -> str:
         return f"TGIHandle({self.container_name!r}, endpoint={self.endpoint!r}, started_by_us={self.started_by_us})"
-
-    @property
-    def container_id(self) -> str:
-        return self._container.id  # type: ignore[attr-defined]
 
     async def wait_healthy(self, *, timeout: float) -> None:
         """Poll ``/health`` until 200; stream the container's logs meanwhile; fail fast if it exits."""
@@ -210,10 +208,8 @@ async def launch_for_settings(settings, *, log: Log | None = None) -> AsyncItera
             max_input_tokens=settings.max_input_tokens, extra_args=tuple(settings.launcher_args),
             keep_container=settings.keep_container, replace=settings.replace, extra_labels=labels_from_env(),
         )
-    except ValueError as exc:  # contradictory flags: a command-line error (exit code 2)
-        from tgi.api.startup import EXIT_USAGE, StartupError
-
-        raise StartupError(str(exc), exit_code=EXIT_USAGE) from None
+    except ValueError as exc:  # contradictory flags: a command-line error
+        raise LaunchUsageError(str(exc)) from None
     async with launch_tgi(spec, startup_timeout=settings.startup_timeout, log=log) as handle:
         yield handle
 

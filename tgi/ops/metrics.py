@@ -27,7 +27,7 @@ from dataclasses import dataclass
 __all__ = ["Histogram", "Metrics", "RequestRecord", "ROUTES", "render_merged"]
 
 # The routes that get their own label value; anything else under /v1/ is "other" (bounded label values).
-ROUTES = frozenset({"/v1/chat/completions", "/v1/models"})
+ROUTES = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/models"})
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -115,7 +115,7 @@ class TGIClient:
         consumer needs the events only at the end (a non-streamed answer), so the stream is woken once when the
         answer is complete rather than at every read (the idle timeout still applies between reads)."""
         idle = self._idle_timeout
-        await flush_pending()  # a guided answer's next segment: what the last one made goes out first
+        await flush_pending()  # a request that waits for a pool slot or a retry: what was made goes out first
         try:
             response = await self._http.request("POST", "/generate_stream", _body(request), timeout=idle)
         except TransportError as exc:

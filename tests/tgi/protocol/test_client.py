@@ -230,7 +230,7 @@ async def _counting_proxy(target_port: int, accepted: list) -> asyncio.base_even
 
 @pytest.mark.parametrize("consumer", ["to_the_end", "stops_at_final"])
 async def test_one_connection_for_many_streams(emulator, consumer):
-    """Each stream is read through its final event and the end of its body, so httpx pools the connection:
+    """Each stream is read through its final event and the end of its body, so the HTTP/1.1 pool keeps the connection:
     twenty streams, one TCP connection (a new one per request costs CPU on both sides and TIME-WAIT sockets)."""
     emulator.script([{"text": "a b c<|eot_id|>"}] * 20)
     accepted: list = []
