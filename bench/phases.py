@@ -6,6 +6,7 @@ Each is also a command of its own (``python -m bench.<module> --help``); here th
 from __future__ import annotations
 
 import time
+import traceback
 
 
 def _inproc(quick: bool) -> dict:
@@ -63,12 +64,17 @@ SEPARATE = {
 
 
 def run_separate(results: dict, wanted: set[str], *, quick: bool, clients: bool = True) -> None:
-    """Run the wanted separate phases in order, each result under its key, each one's duration under ``timings``."""
+    """Run the wanted separate phases in order, each result under its key, each one's duration under ``timings``.
+    A phase that fails is reported (``warnings``, the traceback printed) and the others still run."""
     for phase, (title, key, measure) in SEPARATE.items():
         if phase not in wanted or (phase == "clients" and not clients):
             continue
         print(title, flush=True)
         started = time.time()
-        results[key] = measure(quick)
+        try:
+            results[key] = measure(quick)
+        except Exception as exc:  # noqa: BLE001 - one broken phase must not lose the run's other figures
+            traceback.print_exc()
+            results.setdefault("warnings", []).append(f"phase {phase} failed: {type(exc).__name__}: {exc}")
         results.setdefault("timings", {})[phase] = round(time.time() - started, 1)
         print(f"  {phase}: {results['timings'][phase]:.0f} s", flush=True)
