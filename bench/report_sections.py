@@ -148,8 +148,14 @@ def _bound_lines(r: dict, prof: dict) -> list[str]:
     for t in r.get("throughput", []):
         if t["concurrency"] == 64 and not t.get("token_delay"):
             g = t["gateway_cpu"]
-            bound = "the gateway's one core" if g[0] >= 0.85 else (
-                f"the shared machine (the gateway waited for a CPU {t['gateway_gw_wait']:.0%} of the time)")
+            if g[0] >= 0.85:
+                bound = "the gateway's one core"
+            elif t["gateway_gw_wait"] >= 0.15:
+                bound = f"the shared machine (the gateway waited for a CPU {t['gateway_gw_wait']:.0%} of the time)"
+            elif g[1] + g[2] >= 0.85:
+                bound = f"the other core, shared by the emulator and the load generator ({g[1] + g[2]:.0%})"
+            else:
+                bound = "the round trips between the processes (none at a full core)"
             out.append(f"**Throughput at c=64** ({t['ratio']:.0%} raw, {t.get('ratio_per_core', 0):.0%} per core): "
                        f"gateway at {g[0]:.0%} of a core, emulator {g[1]:.0%}: bounded by {bound}.")
     wk = r.get("workers")
