@@ -19,7 +19,7 @@ from functionary.assemble import DeltaAssembler, build_message
 from functionary.openai_types import ChatCompletionRequest
 from functionary.stops import StopTrimmer
 from functionary.templates import get_template
-from tgi import chat as chat_module
+from tgi.pipeline import chat as chat_module
 from tgi.pipeline.chunks import ChunkWriter
 from tgi.protocol.client import _parse_event
 from tgi.emulator.replies import tokens_from_text

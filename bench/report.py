@@ -5,9 +5,13 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from bench import report_sections as sections
+
+# issue 14: gateway CPU ≤ 1.5 ms a non-streamed request, added TTFT p50 ≤ 1 ms, ≤ 25 µs of gateway CPU a streamed
+# token, throughput at c=64 ≥ 60 % of direct per core
 TARGETS = {
-    "latency_p50": 1.0, "latency_p99": 3.0, "ratio_64": 0.5, "us_per_token": 20.0, "parse_ratio": 17.0,
-    "rss_mb": 200.0,
+    "cpu_ms": 1.5, "latency_p50": 1.0, "latency_p99": 3.0, "ratio_64": 0.6, "us_per_token": 25.0,
+    "parse_ratio": 17.0, "rss_mb": 200.0,
 }
 
 
@@ -21,34 +25,50 @@ def _lat(results: dict, name: str) -> dict | None:
     return next((row for row in results.get("latency", []) if row["name"] == name), None)
 
 
-def summary_rows(r: dict) -> list[tuple[str, str, str, str]]:
+def issue_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    """The four targets of issue 14, first in the table."""
     rows = []
+    row = _lat(r, "tool call, non-stream")
+    if row:
+        rows.append(("**gateway CPU per non-streamed request** (tool call, c=1)", "≤ 1.5 ms",
+                     f"{row['gateway_cpu_ms']:.2f} ms", _ok(row["gateway_cpu_ms"], TARGETS["cpu_ms"])))
+    row = _lat(r, "tool call, stream")
+    if row:
+        rows.append(("**added time to first token p50** (tool call)", "≤ 1 ms", f"{row['added_p50']:.2f} ms",
+                     _ok(row["added_p50"], TARGETS["latency_p50"])))
+    pt = r.get("per_token")
+    if pt:
+        rows.append(("**gateway CPU per streamed token** (1k-token answer)", "≤ 25 µs",
+                     f"{pt['cpu_us_per_token']:.1f} µs", _ok(pt["cpu_us_per_token"], TARGETS["us_per_token"])))
+    for t in r.get("throughput", []):
+        if t["concurrency"] == 64 and not t.get("token_delay") and "ratio_per_core" in t:
+            rows.append(("**throughput at c=64, gateway / direct per core** (instant)", "≥ 60 %",
+                         f"{t['ratio_per_core']:.0%} ({t['gateway_per_core']:.0f} vs {t['emulator_per_core']:.0f} "
+                         "req/s per core)", _ok(t["ratio_per_core"], TARGETS["ratio_64"], higher=True)))
+    return rows
+
+
+def summary_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    rows = issue_rows(r)
     for name, label in (("tool call, non-stream", "added latency, tool call, non-stream"),
                         ("tool call, stream", "added time to first token, tool call"),
                         ("plain chat, non-stream", "added latency, plain chat, non-stream"),
                         ("plain chat, stream", "added time to first token, plain chat")):
         row = _lat(r, name)
-        if row:
+        if row and name != "tool call, stream":  # its p50 is above
             rows.append((label + " p50", "≤ 1 ms", f"{row['added_p50']:.2f} ms",
                          _ok(row["added_p50"], TARGETS["latency_p50"])))
+        if row:
             rows.append((label + " p99", "≤ 3 ms", f"{row['added_p99']:.2f} ms",
                          _ok(row["added_p99"], TARGETS["latency_p99"])))
     for t in r.get("throughput", []):
         if t["concurrency"] == 64:
-            rows.append((f"throughput at concurrency 64, {t['label']}, gateway / direct", "≥ 50 %",
-                         f"{t['ratio']:.0%} ({t['gateway_rps']:.0f} vs {t['direct_rps']:.0f} req/s)",
-                         _ok(t["ratio"], TARGETS["ratio_64"], higher=True)))
-            if "ratio_per_core" in t and not t.get("token_delay"):  # at a token rate time, not CPU, bounds direct
-                rows.append((f"the same per core of CPU (gateway waited for a CPU {t['gateway_gw_wait']:.0%} "
-                             "of the time)", "≥ 50 %",
-                             f"{t['ratio_per_core']:.0%} ({t['gateway_per_core']:.0f} vs "
-                             f"{t['emulator_per_core']:.0f} req/s per core)",
-                             _ok(t["ratio_per_core"], TARGETS["ratio_64"], higher=True)))
+            rows.append((f"throughput at concurrency 64, {t['label']}, gateway / direct, raw (gateway waited for a "
+                         f"CPU {t['gateway_gw_wait']:.0%} of the time)", "(per core: above)",
+                         f"{t['ratio']:.0%} ({t['gateway_rps']:.0f} vs {t['direct_rps']:.0f} req/s)", "—"))
     pt = r.get("per_token")
     if pt:
-        rows.append(("streaming cost per token (1k-token answer), gateway CPU", "≤ 20 µs",
-                     f"{pt['cpu_us_per_token']:.1f} µs", _ok(pt["cpu_us_per_token"], TARGETS["us_per_token"])))
-        rows.append(("streaming cost per token, added wall time", "≤ 20 µs",
+        rows.append(("streaming cost per token, added wall time", "≤ 25 µs",
                      f"{pt['added_wall_us_per_token']:.1f} µs",
                      _ok(pt["added_wall_us_per_token"], TARGETS["us_per_token"])))
     pe = r.get("parse_e2e")
@@ -71,10 +91,7 @@ def summary_rows(r: dict) -> list[tuple[str, str, str, str]]:
         rows.append((f"gateway RSS over the last {soak[-1][0] - soak[0][0]:,} requests (the soak)", "no growth",
                      f"{soak[0][1]:.1f} → {soak[-1][1]:.1f} MB ({soak[-1][1] - soak[0][1]:+.1f} MB)",
                      "yes" if soak[-1][1] - soak[0][1] <= 2.0 else "**no**"))
-    for g in (r.get("grammar") or {}).get("rows", []):
-        rows.append((f"grammar modes' cost: {g['name']}, `--grammar on` vs `off`, p50", "(no target)",
-                     f"{g['on_p50'] - g['off_p50']:+.2f} ms ({g['tgi_requests_on']:g} vs "
-                     f"{g['tgi_requests_off']:g} TGI requests)", "n/a"))
+    rows += sections.target_rows(r)
     return rows
 
 
@@ -188,17 +205,6 @@ def markdown(r: dict) -> str:
             for stage, us in ip[key].items():
                 rows.append([f"{stage}, per token, {key.split('(')[1].rstrip(')')}", f"{us:.2f} µs"])
         lines += _table(["what", "cost"], rows) + [""]
-    grammar = (r.get("grammar") or {}).get("rows")
-    if grammar:
-        lines += ["## Grammar modes (`--grammar on` vs `--grammar off`, emulator in demo mode, concurrency 1)", ""]
-        rows = [[g["name"], f"{g['tgi_requests_off']:g}", f"{g['tgi_requests_on']:g}", f"{g['off_p50']:.2f}",
-                 f"{g['on_p50']:.2f}", f"{g['off_p99']:.2f}", f"{g['on_p99']:.2f}"] for g in grammar]
-        lines += _table(["request", "TGI requests, off", "TGI requests, on", "off p50 ms", "on p50 ms", "off p99 ms",
-                         "on p99 ms"], rows)
-        lines += ["", "Every other phase runs the gateway with `--grammar off`, so that no request carries a grammar, "
-                  "the same as the direct path. With grammars an answer is still one TGI request; what a grammar "
-                  "costs TGI the first time (outlines-core's index over the vocabulary) is measured by "
-                  "`python -m bench.grammar_index` (docs/grammar.md).", ""]
     rss = r.get("rss") or []
     if rss:
         lines += ["## Gateway memory (RSS)", "",
@@ -233,6 +239,15 @@ def markdown(r: dict) -> str:
         lines += ["", f"{wk['cores']} CPUs, load average {_load(wk['load'])}. Each count runs a new gateway over "
                   "one emulator, counts interleaved; CPU is the supervisor's and the workers' together. More workers "
                   "help only as far as free cores remain beside the emulator and the load generator.", ""]
+    if r.get("replicas"):
+        lines += sections.replicas(r["replicas"])
+    if r.get("guarantees"):
+        lines += sections.guarantees(r["guarantees"])
+    if r.get("big_body"):
+        lines += sections.big_body(r["big_body"])
+    if r.get("profile") or r.get("latency"):
+        lines += sections.bounds(r)
+    lines += sections.timings(r)
     lines += ["", "![results](results.png)", ""]
     return "\n".join(lines)
 
@@ -316,7 +331,7 @@ def plot(r: dict, path: Path) -> bool:
             names.append("end to end (gateway CPU)")
             values.append(r["per_token"]["cpu_us_per_token"])
         ax.barh(names, values)
-        ax.axvline(20, color="red", ls=":", label="target 20 µs")
+        ax.axvline(25, color="red", ls=":", label="target 25 µs")
         ax.set_xlabel("µs per streamed token")
         ax.set_title("Streaming cost per token")
         ax.legend(fontsize=8)
@@ -326,14 +341,18 @@ def plot(r: dict, path: Path) -> bool:
     return True
 
 
-# Sections other tools own (the reliability suites' figures: tests/reliability/run.py) start at this marker and
-# are carried over when the benchmark part is written again.
+# Sections other tools own (the reliability suites' figures: tests/reliability/run.py) lie between these markers
+# and are carried over when the benchmark part is written again (what follows the end marker is not: the big-body
+# section once written by hand there is now the bench's own).
 KEEP_MARKER = "<!-- reliability:start -->"
+END_MARKER = "<!-- reliability:end -->"
 
 
 def write(results: dict, out: Path) -> None:
     path = out / "RESULTS.md"
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     kept = old[old.index(KEEP_MARKER):] if KEEP_MARKER in old else ""
+    if END_MARKER in kept:
+        kept = kept[: kept.index(END_MARKER) + len(END_MARKER)] + "\n"
     path.write_text(markdown(results).rstrip("\n") + ("\n\n" + kept if kept else "\n"), encoding="utf-8")
     plot(results, out / "results.png")

@@ -1,12 +1,15 @@
 """The gateway benchmark: one command, results in bench/RESULTS.md and bench/results.png.
 
-    python bench/run.py            # the full run (about 10 minutes on 2 cores)
-    python bench/run.py --quick    # the same phases, fewer requests (about 2 minutes)
+    python bench/run.py            # the full run (about 15 minutes on 2 cores)
+    python bench/run.py --quick    # the same phases, fewer requests (about 5 minutes)
+    python bench/run.py --phases latency,guarantees   # a subset (see ALL_PHASES)
 
 It starts the TGI emulator and the gateway (v3.llama3 template, one uvicorn worker) on 127.0.0.1, and sends
 the same workload directly to the emulator (the exact TGI body the gateway sends, to ``/generate_stream``)
 and through the gateway, interleaved in one run so that the ratio holds on a noisy machine. See the
-README's "Performance" section for what each figure means.
+README's "Performance" section for what each figure means. The phases after ``soak`` start their own
+processes (``bench/phases.py``): workers, replicas, the guarantee modes, the big-body stall, the TGI clients and
+the profile summary.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ DIRECT_MARK = re.compile(rb'"token"')
 GATEWAY_MARK = re.compile(rb'"(?:tool_calls|content":"[^"])')
 
 
-ALL_PHASES = "check,latency,throughput,tokens,grammar,soak,inproc,clients,workers"
+ALL_PHASES = "check,latency,throughput,tokens,soak,inproc,workers,replicas,guarantees,bigbody,clients,profile"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -60,6 +63,8 @@ class Bench:
         self.rss: list[tuple[int, float]] = []
         self.results: dict = {"config": {}}
         self.rate_guess: dict = {}
+        self.phase: str | None = None
+        self.lap_start = time.time()
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -88,6 +93,13 @@ class Bench:
         batch = max(1, min(2000, 1_500_000 // (len(reply.encode()) + 20)))  # the emulator takes 2 MB a body
         for start in range(0, count, batch):
             self.emulator.script([{"text": reply}] * min(batch, count - start))
+
+    def lap(self, phase: str | None) -> None:
+        """The time since the last lap goes to the phase named then, if it ran (``timings``); ``phase`` starts."""
+        now = time.time()
+        if self.phase in self.args.phases.split(","):
+            self.results.setdefault("timings", {})[self.phase] = round(now - self.lap_start, 1)
+        self.phase, self.lap_start = phase, now
 
     def note_rss(self) -> None:
         self.rss.append((self.gateway_requests, rss_mb(self.gw_pid)))
@@ -262,44 +274,6 @@ class Bench:
         self.emulator.control("DELETE", "/emulator/script")
         return {"requests": self.gateway_requests, "rss_mb": self.rss[-1][1]}
 
-    async def grammar(self, rounds: int) -> dict:
-        """``--grammar on`` next to ``--grammar off`` (the gateway of every other phase): a tool call's arguments
-        under its tool's grammar take more TGI requests (free text, the arguments, free text again). The emulator
-        answers in demo mode here (it honours the grammars); both gateways are timed interleaved."""
-        named = {"type": "function", "function": {"name": "get_weather"}}
-        cases = [("tool call, tool_choice auto", workload.tool_request(stream=False)),
-                 ("tool call, named tool_choice", workload.tool_request(stream=False, tool_choice=named)),
-                 ("tool call, tool_choice required", workload.tool_request(stream=False, tool_choice="required")),
-                 ("plain chat", workload.chat_request(stream=False))]
-        rows = []
-        self.emulator.faults(demo=True)
-        try:
-            with self.another("--grammar", "on") as guided:
-                self.others.append(guided.process.pid)
-                for name, body in cases:
-                    off = self.gw_target(body)
-                    on = Target("127.0.0.1", guided.port, "/v1/chat/completions", workload.encode(body))
-                    per_request = []
-                    for target in (off, on):
-                        before = self.emulator.state()["requests"]
-                        (samples,) = await one_each([target], rounds=10)
-                        if any(s.status != 200 for s in samples):
-                            raise RuntimeError(f"grammar phase: {name}: status {samples[0].status}")
-                        per_request.append((self.emulator.state()["requests"] - before) / 10)
-                    a, b = await one_each([off, on], rounds=rounds)
-                    self.gateway_requests += rounds + 10
-                    av, bv = [(s.end - s.start) * 1e3 for s in a], [(s.end - s.start) * 1e3 for s in b]
-                    row = {"name": name, "off_p50": pct(av, 0.5), "on_p50": pct(bv, 0.5), "off_p99": pct(av, 0.99),
-                           "on_p99": pct(bv, 0.99), "tgi_requests_off": per_request[0],
-                           "tgi_requests_on": per_request[1]}
-                    rows.append(row)
-                    print(f"  grammar {name}: off p50 {row['off_p50']:.2f} ms ({row['tgi_requests_off']:g} TGI "
-                          f"requests), on p50 {row['on_p50']:.2f} ms ({row['tgi_requests_on']:g})", flush=True)
-        finally:
-            self.emulator.faults(demo=None)
-        self.results["grammar"] = {"rows": rows}
-        return self.results["grammar"]
-
     async def loadgen_check(self, duration: float, concurrency: int = 64) -> dict:
         """Direct-to-emulator throughput with our load generator, wrk and hey (same body and route)."""
         direct = self.direct_target(workload.tool_request(stream=False), workload.TOOL_REPLY)
@@ -358,9 +332,11 @@ async def main_async(args) -> dict:
         bench.note_rss()
         bench.results["rss_warm_mb"] = bench.rss[-1][1]
         run = set(args.phases.split(","))
+        bench.lap("check")
         if "check" in run:
             print("load generator check", flush=True)
             await bench.loadgen_check(3.0 if quick else 6.0)
+        bench.lap("latency")
         if "latency" in run:
             print("latency, concurrency 1", flush=True)
             await bench.latency("tool call, non-stream", workload.tool_request(stream=False), workload.TOOL_REPLY, n_lat)
@@ -368,6 +344,7 @@ async def main_async(args) -> dict:
             await bench.latency("plain chat, non-stream", workload.chat_request(stream=False), workload.CHAT_REPLY,
                                 n_lat)
             await bench.latency("plain chat, stream", workload.chat_request(stream=True), workload.CHAT_REPLY, n_lat)
+        bench.lap("throughput")
         if "throughput" in run:
             print("throughput", flush=True)
             levels = [1, 16, 64, 256]
@@ -376,16 +353,16 @@ async def main_async(args) -> dict:
             await bench.throughput(f"{args.token_delay * 1e3:g} ms/token", workload.tool_request(stream=False),
                                    workload.TOOL_REPLY, levels, rounds=rounds, duration=max(dur, 3.0),
                                    token_delay=args.token_delay)
+        bench.lap("tokens")
         if "tokens" in run:
             print("streaming and parse cost", flush=True)
             await bench.per_token(30 if quick else 100)
             await bench.parse_scaling(12 if quick else 40)
-        if "grammar" in run:
-            print("grammar", flush=True)
-            await bench.grammar(100 if quick else 500)
+        bench.lap("soak")
         if "soak" in run:
             print("memory soak", flush=True)
             await bench.soak(args.soak if args.soak else (3000 if quick else 10000) + bench.gateway_requests)
+        bench.lap(None)
         bench.results["rss"] = bench.rss
         bench.results["elapsed_s"] = time.time() - t0
         return bench.results
@@ -413,22 +390,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.gateway_cpus, args.emulator_cpus, args.loadgen_cpus, args.direct_loadgen_cpus = (
         cpus(args.gateway_cpus), cpus(args.emulator_cpus), cpus(args.loadgen_cpus), cpus(args.direct_loadgen_cpus))
+    started = time.time()
     results = asyncio.run(main_async(args))
-    if "inproc" in args.phases:
-        from bench import inproc
+    from bench import phases
 
-        print("in-process pipeline costs", flush=True)
-        results["inproc"] = inproc.measure(quick=args.quick)
-    if "workers" in args.phases:
-        from bench import workers
-
-        print("throughput by --workers count", flush=True)
-        results["workers"] = workers.measure(seconds=2.0 if args.quick else 6.0, rounds=1 if args.quick else 3)
-    if not args.no_clients and "clients" in args.phases:
-        from bench import clients
-
-        print("TGI client comparison", flush=True)
-        results["clients"] = clients.compare(quick=args.quick)
+    phases.run_separate(results, set(args.phases.split(",")), quick=args.quick, clients=not args.no_clients)
+    results["elapsed_s"] = time.time() - started
     results["config"] = {
         "command": "python bench/run.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.node()}: {platform.processor() or platform.machine()}, "
