@@ -21,7 +21,7 @@ from functionary.errors import GatewayError
 from functionary.templates import TEMPLATES
 from tgi.api.app import create_app
 from tgi.api.settings import DEFAULT_SAVE_FOLDER, Settings
-from tgi.api.startup import EXIT_LISTEN, EXIT_USAGE, UvicornStartupLine
+from tgi.api.startup import EXIT_LISTEN, EXIT_USAGE, UvicornStartupLine, report_startup_failure
 from tgi.cluster.discovery import parse_dns_url
 
 __all__ = ["Settings", "build_parser", "create_app", "main", "settings_from_args"]
@@ -220,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         if slot is None:
             server.run()
         else:
-            server.run(sockets=[workers.bind_port(settings.host, settings.port)])
+            try:
+                sock = workers.bind_port(settings.host, settings.port)
+            except OSError as exc:
+                return report_startup_failure(workers.listen_failure(settings.host, settings.port, exc),
+                                              debug=settings.log_level.lower() == "debug")
+            server.run(sockets=[sock])
     except SystemExit:  # uvicorn's own exit on a failed start-up (the lifespan, or binding --host/--port)
         pass
     # uvicorn swallows a failed lifespan start-up: the lifespan logged it and chose the exit code (tgi/api/startup.py)

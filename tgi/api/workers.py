@@ -19,9 +19,13 @@ Per worker: its own event loop, endpoint pool (routing, health checks, ejection,
 ``/health`` (the answering worker's pool; the ``gateway`` section names the worker). ``/metrics`` sums all
 workers (``tgi/ops/siblings.py``). Responses carry ``x-gateway-worker: <index>``.
 
-A worker that exits after its start-up is started again (logged); one that fails during start-up stops the
-gateway with its exit code (another try would fail the same way). SIGINT/SIGTERM stop the workers
-gracefully (each finishes its requests, uvicorn's 10 s), then the backends.
+Start-up failures end as without ``--workers`` (one clean line, the exit codes of tgi/api/startup.py): the
+supervisor reports its own (the port, the backends); worker 0 starts alone before the others, so that an error
+every worker would meet (the endpoints, the model, the template) is reported once, by it, and the gateway
+exits with its code. A worker that exits after its start-up is started again (logged); one that fails during
+start-up stops the gateway with its exit code (another try would fail the same way). SIGINT/SIGTERM stop the
+workers gracefully (each finishes its requests, uvicorn's 10 s), then the backends; before worker 0 has
+started they end the start-up with 130. A worker still starting is killed: it serves nothing and holds nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -39,12 +44,12 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from functionary.errors import GatewayError
+from tgi.api.startup import EXIT_LISTEN, EXIT_UNEXPECTED, StartupError, exit_code_for, report_startup_failure
 
 log = logging.getLogger("gateway.workers")
 
 __all__ = ["WORKER_DIR_ENV", "WORKER_ENV", "WorkerSlot", "bind_port", "decode_settings", "encode_settings",
-           "supervise", "worker_slot"]
+           "listen_failure", "supervise", "worker_slot"]
 
 WORKER_ENV = "FUNCTIONARY_GATEWAY_WORKER"
 WORKER_DIR_ENV = "FUNCTIONARY_GATEWAY_WORKER_DIR"
@@ -102,34 +107,46 @@ def bind_port(host: str, port: int, *, first: bool = False) -> socket.socket:
     return sock
 
 
+def listen_failure(host: str, port: int, exc: OSError) -> StartupError:
+    """Why the gateway cannot listen on ``host:port``, as the start-up error of exit code 6."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        reason += " (another program listens there: find it with ss -ltnp)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        reason += " (not an address of this machine)"
+    return StartupError(f"cannot listen on {host}:{port}: {reason}", exit_code=EXIT_LISTEN)
+
+
 def supervise(settings, *, command: list[str]) -> int:
-    """Runs the gateway as ``settings.workers`` processes of ``command``; returns the exit code."""
+    """Runs the gateway as ``settings.workers`` processes of ``command``; returns the exit code (a failed
+    start-up ends like one without ``--workers``: tgi/api/startup.py)."""
+    debug = settings.log_level.lower() == "debug"
     try:
         reserved = bind_port(settings.host, settings.port, first=True)
     except OSError as exc:
-        log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
-        return 1
+        return report_startup_failure(listen_failure(settings.host, settings.port, exc), debug=debug)
     with reserved, tempfile.TemporaryDirectory(prefix="functionary-gateway-") as directory:
         os.chmod(directory, 0o700)
         try:
             return asyncio.run(_supervise(settings, command, directory))
-        except KeyboardInterrupt:
-            return 1
-        except GatewayError as exc:  # a start-up failure of the backends: its message, not a traceback
-            log.error("start-up failed: %s", exc.message)
-            return 1
+        except KeyboardInterrupt as exc:  # a second Ctrl-C while the backends start (the first is reported there)
+            return exit_code_for(exc)
 
 
 async def _supervise(settings, command: list[str], directory: str) -> int:
     from tgi.api.runtime import start_backends
 
-    async with start_backends(settings):
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(start_backends(settings))
+        except BaseException as exc:  # noqa: BLE001 (a Ctrl-C here cancels this task: reported, then ended)
+            return report_startup_failure(exc, debug=settings.log_level.lower() == "debug")
         body = encode_settings(dataclasses.replace(settings, no_launch=True)).encode()  # attach, never launch
         env = {**os.environ, WORKER_DIR_ENV: directory}
 
         async def spawn(index: int) -> asyncio.subprocess.Process:
             with contextlib.suppress(FileNotFoundError):
-                (Path(directory) / f"worker-{index}.sock").unlink()
+                _ready_file(directory, index).unlink()
             proc = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.PIPE, env={**env, WORKER_ENV: str(index)})
             proc.stdin.write(body)
@@ -141,13 +158,52 @@ async def _supervise(settings, command: list[str], directory: str) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        procs = {i: await spawn(i) for i in range(settings.workers)}
-        log.info("gateway on http://%s:%d: %d workers (pids %s)", settings.host, settings.port, settings.workers,
-                 ", ".join(str(p.pid) for p in procs.values()))
+        procs = {0: await spawn(0)}
         try:
+            # worker 0 alone first: a start-up error (the endpoints, the model, ...) is then reported once, by it
+            failed = await _until_started(0, procs[0], stop, directory)
+            if failed is not None:
+                return failed
+            procs.update({i: await spawn(i) for i in range(1, settings.workers)})
+            log.info("gateway on http://%s:%d: %d workers (pids %s)", settings.host, settings.port,
+                     settings.workers, ", ".join(str(p.pid) for p in procs.values()))
             return await _watch(procs, spawn, stop, directory)
         finally:
-            await _stop_all(procs.values())
+            await _stop_all(procs, directory)
+
+
+def _ready_file(directory: str, index: int) -> Path:
+    """Made by the worker once its start-up is done (tgi/ops/siblings.py's socket)."""
+    return Path(directory) / f"worker-{index}.sock"
+
+
+async def _until_started(index: int, proc, stop: asyncio.Event, directory: str) -> int | None:
+    """None once the worker has finished its start-up; else the exit code: the worker's when it failed during
+    its start-up (it has said why), or 130 when the gateway is stopped meanwhile."""
+    stopped = asyncio.ensure_future(stop.wait())
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        while not _ready_file(directory, index).exists():
+            done, _ = await asyncio.wait([stopped, exited], timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+            if stopped in done:
+                return report_startup_failure(KeyboardInterrupt(), debug=False)
+            if exited in done:
+                return _startup_exit(index, proc.returncode)
+        return None
+    finally:
+        stopped.cancel()
+        exited.cancel()
+
+
+def _startup_exit(index: int, code: int) -> int:
+    """The exit code of a worker that ended during its start-up. One that exited by itself has logged why
+    (tgi/api/startup.py); one killed by a signal could not."""
+    if code > 0:
+        log.debug("worker %d exited with code %d during its start-up: stopping the gateway", index, code)
+        return code
+    reason = f"killed by {signal.Signals(-code).name}" if code < 0 else "exited with code 0"
+    return report_startup_failure(StartupError(f"worker {index} {reason} during its start-up",
+                                               exit_code=EXIT_UNEXPECTED), debug=False)
 
 
 async def _watch(procs: dict, spawn, stop: asyncio.Event, directory: str) -> int:
@@ -166,25 +222,27 @@ async def _watch(procs: dict, spawn, stop: asyncio.Event, directory: str) -> int
             code = procs[index].returncode
             if stop.is_set():
                 break
-            if not (Path(directory) / f"worker-{index}.sock").exists():  # it never finished starting
+            if not _ready_file(directory, index).exists():  # started again, it never finished starting
                 log.error("worker %d exited with code %s during its start-up: stopping the gateway", index, code)
-                return code or 1
+                return code if code > 0 else EXIT_UNEXPECTED
             log.warning("worker %d (pid %d) exited with code %s: starting it again", index, procs[index].pid, code)
             procs[index] = await spawn(index)
     return 0
 
 
-async def _stop_all(procs) -> None:
-    running = [p for p in procs if p.returncode is None]
-    for proc in running:
+async def _stop_all(procs: dict, directory: str) -> None:
+    """SIGTERM to the workers that serve (each finishes its requests); a worker still in its start-up serves
+    nothing and holds nothing (it attaches, never launches), and its start-up may wait long for TGI: killed."""
+    running = [(i, p) for i, p in procs.items() if p.returncode is None]
+    for index, proc in running:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM if _ready_file(directory, index).exists() else signal.SIGKILL)
     try:
-        await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), _STOP_GRACE)
+        await asyncio.wait_for(asyncio.gather(*(p.wait() for _, p in running)), _STOP_GRACE)
     except asyncio.TimeoutError:
-        for proc in running:
+        for _, proc in running:
             if proc.returncode is None:
                 log.warning("worker pid %d did not stop in %gs: killing it", proc.pid, _STOP_GRACE)
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-        await asyncio.gather(*(p.wait() for p in running))
+        await asyncio.gather(*(p.wait() for _, p in running))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from tests.support.gateway_proc import free_port, start_gateway
 from tests.support.hub_mirror import HubMirror
 from tests.support.local_http import StreamOnlyHandler, serving
-from tgi.api.startup import EXIT_ENDPOINT, EXIT_LISTEN, EXIT_MODEL, EXIT_USAGE
+from tgi.api.startup import EXIT_ENDPOINT, EXIT_INTERRUPTED, EXIT_LISTEN, EXIT_MODEL, EXIT_USAGE
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
@@ -129,9 +130,10 @@ def test_unknown_hub_id_names_the_404_first(tmp_path) -> None:
     assert "HTTP Request" not in output
 
 
-def test_emulator_off_this_machine_is_a_usage_error(model_dir) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # 2: the supervisor starts the emulator, and reports the same
+def test_emulator_off_this_machine_is_a_usage_error(model_dir, workers) -> None:
     code, output, _ = run_gateway("--model", str(model_dir), "--endpoint", "http://10.1.2.3:8080", "--emulator",
-                                  "--prompt-template", "v3.llama3")
+                                  "--prompt-template", "v3.llama3", "--workers", workers)
     assert code == EXIT_USAGE, output
     assert_clean(output)
 
@@ -183,3 +185,57 @@ def test_the_only_endpoint_gone_is_named(model_dir, start_emulator) -> None:
             assert response.status_code in (502, 503)
         logs = gateway.logs()
     assert "the only TGI endpoint" in logs and "trying another" not in logs
+
+
+# --workers: the supervisor ends a failed start-up the same way (one line, the same exit codes)
+
+def test_workers_port_in_use_is_exit_6_in_one_line(model_dir) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "server_tgi.py"), "--port", str(port), "--model", str(model_dir),
+             "--endpoint", f"http://127.0.0.1:{free_port()}", "--no-launch", "--prompt-template", "v3.llama3",
+             "--workers", "2"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_LISTEN, output
+    assert_clean(output)
+    assert f"start-up failed (exit code 6): cannot listen on 127.0.0.1:{port}: Address already in use" in output
+
+
+@pytest.mark.parametrize("launch", [("--no-launch",), ()], ids=["workers-probe", "supervisor-probe"])
+def test_workers_report_an_endpoint_that_is_not_tgi_once(model_dir, http_server, launch) -> None:
+    # --no-launch: worker 0 (started before the others) finds it; else the supervisor, before launching anything
+    code, output, _ = run_gateway("--model", str(model_dir), "--endpoint", http_server, *launch, "--workers", "2",
+                                  "--prompt-template", "v3.llama3", "--startup_timeout", "60")
+    assert code == EXIT_ENDPOINT, output
+    assert_clean(output)
+    assert output.count("not a TGI server") == 1, output
+    assert f"start-up failed (exit code 3): not a TGI server: {http_server}" in output
+
+
+def test_workers_interrupted_during_start_up_is_exit_130(model_dir, tmp_path) -> None:
+    log_file = tmp_path / "gateway.log"
+    with log_file.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "server_tgi.py"), "--port", str(free_port()), "--model", str(model_dir),
+             "--endpoint", f"http://127.0.0.1:{free_port()}", "--no-launch", "--prompt-template", "v3.llama3",
+             "--workers", "2", "--startup_timeout", "120"],
+            cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while "waiting for TGI" not in log_file.read_text():  # worker 0 is in its start-up
+                assert proc.poll() is None and time.monotonic() < deadline, log_file.read_text()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGINT)  # the supervisor only, as a service manager's stop would
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = log_file.read_text()
+    assert code == EXIT_INTERRUPTED, output
+    assert_clean(output)
+    assert "start-up failed (exit code 130): interrupted" in output
