@@ -19,7 +19,6 @@ case; the rest are in docs/grammar.md).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import copy
 import itertools
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from bench import workload  # noqa: E402
+from bench.phase_cli import run_phase  # noqa: E402
 from bench.loadgen import Target, one_each  # noqa: E402
 from bench.procs import cpu_seconds  # noqa: E402
 from tests.support.emulator_model import make_emulator_model_dir, rule  # noqa: E402
@@ -156,21 +156,16 @@ def measure(*, quick: bool = False) -> dict:
     return {"template": TEMPLATE, "grammar": "auto (default)", "rows": rows, "index_128k": _index_128k()}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.guarantees", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    out = measure(quick=args.quick)
-    if args.json:
-        print(json.dumps(out, indent=1))
-        return 0
+def _show(out: dict) -> None:
     for row in out["rows"]:
         print(f"{row['mode']:34} fits {row['fits']!s:5} TGI requests {row['tgi_requests']}  first p50 "
               f"{row['first_p50_ms']:7.2f} ms  cached p50 {row['cached_p50_ms']:6.2f} ms ({row['cached_vs_auto']:.2f}x)"
               f"  gateway CPU {row['gateway_cpu_ms']:.2f} ms ({row['cpu_vs_auto']:.2f}x)")
     print(out["index_128k"])
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_phase("python -m bench.guarantees", __doc__, measure, _show, argv)
 
 
 if __name__ == "__main__":

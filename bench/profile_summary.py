@@ -10,10 +10,8 @@ streamed tool call at concurrency 1 (added time to first token) and 1k-token str
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
-import json
 import re
 import shutil
 import subprocess
@@ -25,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from bench import workload  # noqa: E402
+from bench.phase_cli import run_phase  # noqa: E402
 from bench.loadgen import Target, run_closed_loop  # noqa: E402
 from bench.procs import running  # noqa: E402
 
@@ -118,20 +117,15 @@ def measure(*, quick: bool = False) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile_summary", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    out = measure(quick=args.quick)
-    if args.json or "error" in out:
-        print(json.dumps(out, indent=1))
-        return 0
+def _show(out: dict) -> None:
     for label, found in out["workloads"].items():
         print(label, found.get("samples"), found.get("error", ""))
         for name, share in {**found.get("components", {}), **found.get("functions", {})}.items():
             print(f"  {share:6.1%}  {name}")
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_phase("python -m bench.profile_summary", __doc__, measure, _show, argv)
 
 
 if __name__ == "__main__":

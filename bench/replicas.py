@@ -17,10 +17,8 @@ Each row also says how the pool spread the requests (each emulator's request cou
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from bench import workload  # noqa: E402
+from bench.phase_cli import run_phase  # noqa: E402
 from bench.loadgen import Target, run_closed_loop  # noqa: E402
 from bench.workers import tree_cpu  # noqa: E402
 from functionary.templates import get_template  # noqa: E402
@@ -108,21 +107,16 @@ def measure(*, quick: bool = False) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    out = measure(quick=args.quick)
-    if args.json:
-        print(json.dumps(out, indent=1))
-        return 0
+def _show(out: dict) -> None:
     for label, rows in out["series"].items():
         for row in rows:
             print(f"{label:50} replicas {row['replicas']}: {row['rps']:7.1f} req/s, gateway CPU "
                   f"{row['cpu_ms']:.2f} ms/request, spread {row['spread']}, errors {row['errors']}"
                   + (f", ratio {row['ratio']:.2f}x" if "ratio" in row else ""))
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_phase("python -m bench.replicas", __doc__, measure, _show, argv)
 
 
 if __name__ == "__main__":

@@ -138,16 +138,23 @@ def test_emulator_off_this_machine_is_a_usage_error(model_dir, workers) -> None:
     assert_clean(output)
 
 
-def test_gateway_port_in_use(model_dir, shared_emulator) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_gateway_port_in_use(model_dir, shared_emulator, workers) -> None:
+    # --workers 2: the supervisor holds the port; it ends as one process does, with exit code 6
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, str(REPO_ROOT / "server_tgi.py"), "--port", str(port), "--model", str(model_dir),
-             "--endpoint", shared_emulator.base_url, "--no-launch", "--prompt-template", "v3.llama3"],
+             "--endpoint", shared_emulator.base_url, "--no-launch", "--prompt-template", "v3.llama3",
+             "--workers", workers],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == EXIT_LISTEN, proc.stderr
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_LISTEN, output
+    if workers == "2":
+        assert_clean(output)
+        assert f"start-up failed (exit code 6): cannot listen on 127.0.0.1:{port}: Address already in use" in output
 
 
 class _StreamOnly(StreamOnlyHandler):
@@ -188,22 +195,6 @@ def test_the_only_endpoint_gone_is_named(model_dir, start_emulator) -> None:
 
 
 # --workers: the supervisor ends a failed start-up the same way (one line, the same exit codes)
-
-def test_workers_port_in_use_is_exit_6_in_one_line(model_dir) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        proc = subprocess.run(
-            [sys.executable, str(REPO_ROOT / "server_tgi.py"), "--port", str(port), "--model", str(model_dir),
-             "--endpoint", f"http://127.0.0.1:{free_port()}", "--no-launch", "--prompt-template", "v3.llama3",
-             "--workers", "2"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == EXIT_LISTEN, output
-    assert_clean(output)
-    assert f"start-up failed (exit code 6): cannot listen on 127.0.0.1:{port}: Address already in use" in output
-
 
 @pytest.mark.parametrize("launch", [("--no-launch",), ()], ids=["workers-probe", "supervisor-probe"])
 def test_workers_report_an_endpoint_that_is_not_tgi_once(model_dir, http_server, launch) -> None:
