@@ -121,6 +121,8 @@ def bounds(r: dict) -> list[str]:
                   "(`RequestResponseCycle.send`): read those frames as \"a write happened here\" "
                   "(bench/PERF-NOTES.md).", ""]
     lines += [f"- {line}" for line in _bound_lines(r, prof)] + [""]
+    lines += ["What was changed for these figures, what each change measured side by side, and what was tried and "
+              "dropped (with the levers left): bench/PERF-NOTES.md and the README's Performance section.", ""]
     return lines
 
 
