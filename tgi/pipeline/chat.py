@@ -27,7 +27,7 @@ from functionary.templates.base import (
 )
 from tgi.pipeline.deadline import Deadline
 from tgi.ops.metrics import RequestRecord
-from tgi.pipeline.chunks import DUMPS, ChunkWriter
+from tgi.pipeline.chunks import DUMPS, ChunkWriter, calls_started, usage_of
 from tgi.pipeline.content import ContentStage, TokenLedger, model_text, token_logprob
 from tgi.pipeline.fanout import all_or_none, merge, tag
 from tgi.pipeline.grammar import GRAMMAR_TOKEN_LIMIT, GrammarSupport, GrammarUnsupportedError, rejection_kind
@@ -245,7 +245,7 @@ class ChatService:
             "created": plan.created,
             "model": plan.model,
             "choices": choices,
-            "usage": _usage(prompt_tokens, completion_tokens),
+            "usage": usage_of(prompt_tokens, completion_tokens),
             "system_fingerprint": None,
         }
 
@@ -364,7 +364,7 @@ class ChatService:
                 deltas = result.deltas
                 for j, delta in enumerate(deltas):
                     if delta.tool_calls is not None or delta.function_call is not None:
-                        calls += _calls_started(delta)
+                        calls += calls_started(delta)
                     yield out.delta(index, delta, lp if j == 0 else None)
                 if lp is not None and not deltas:
                     yield out.bare(index, None, lp)
@@ -374,7 +374,7 @@ class ChatService:
                         prompt_tokens = result.prompt_tokens
                     yield out.bare(index, result.finish_reason, None)
             if plan.include_usage:
-                yield out.usage(_usage(prompt_tokens, completion_tokens))
+                yield out.usage(usage_of(prompt_tokens, completion_tokens))
         except GatewayError as exc:
             log.warning("request %s: error after the stream started: %s", plan.request_id, exc.message)
             if plan.record is not None:  # ops hook
@@ -389,17 +389,3 @@ class ChatService:
 
 def new_request_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex
-
-
-def _calls_started(delta: Delta) -> int:
-    if delta.function_call is not None:
-        return delta.function_call.name is not None
-    return sum(call.id is not None for call in delta.tool_calls)
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }

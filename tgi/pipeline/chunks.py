@@ -87,3 +87,19 @@ def delta_dict(delta: Delta) -> dict:
         fc["arguments"] = delta.function_call.arguments or ""
         out["function_call"] = fc
     return out
+
+
+def calls_started(delta: Delta) -> int:
+    """How many calls a delta opens (ops: the tool-call count of the log line and /metrics)."""
+    if delta.function_call is not None:
+        return delta.function_call.name is not None
+    return sum(call.id is not None for call in delta.tool_calls)
+
+
+def usage_of(prompt_tokens: int, completion_tokens: int) -> dict:
+    """OpenAI's ``usage`` object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
