@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from functionary.errors import InvalidRequestError, PayloadTooLargeError
 from functionary.openai_types import ChatCompletionRequest
+from tgi.pipeline.chat import OFF_LOOP_BYTES
 
 __all__ = ["document_body", "read_chat_request", "read_json"]
 
@@ -49,9 +50,6 @@ def _client_path(loc: tuple, data: object) -> str:
 # pair is joined by json.loads. The cheap byte search keeps the full check off ordinary bodies.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
-# bodies from this size on are decoded, validated and planned on a worker thread (also tgi/pipeline/chat.py
-# OFF_LOOP_BYTES): decoding megabytes must not hold up the other requests
-_OFF_LOOP_BYTES = 64 * 1024
 
 
 def _has_lone_surrogate(data: object) -> bool:
@@ -76,7 +74,8 @@ async def _read_bytes(request: Request, max_body_bytes: int) -> bytearray:
 
 
 async def _off_loop(parse, body: bytearray):
-    if len(body) >= _OFF_LOOP_BYTES:
+    # from the size at which the plan also leaves the loop: decoding megabytes must not hold up other requests
+    if len(body) >= OFF_LOOP_BYTES:
         return await asyncio.to_thread(parse, bytes(body))
     return parse(body)
 

@@ -6,23 +6,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from functionary.errors import GatewayError, ModelNotFoundError
+from functionary.errors import GatewayError
 from tgi.api.responses import from_completion, new_id, new_response, parse_request, rename_param, to_chat
 from tgi.api.responses_stream import stream_events
 
 __all__ = ["create"]
 
 
-async def create(chat_service, data: dict, *, model_names, record=None, body_bytes: int = 0,
-                 ) -> dict | AsyncIterator[bytes]:
+async def create(runtime, data: dict, *, record=None, body_bytes: int = 0) -> dict | AsyncIterator[bytes]:
     """One ``POST /v1/responses``: the response object as JSON-ready dict, or (``stream``) the SSE bytes of
     its events. Everything that can fail before generation raises (an HTTP error)."""
     request = parse_request(data)
-    if request.model is not None and request.model not in model_names:
-        raise ModelNotFoundError(
-            f"The model '{request.model}' does not exist; this server serves '{chat_service.model_name}'.",
-            param="model",
-        )
+    runtime.check_model(request.model)
+    chat_service = runtime.chat
     translated = to_chat(request)
     response_id = new_id("resp")
     try:

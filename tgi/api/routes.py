@@ -9,7 +9,6 @@ import os
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from functionary.errors import ModelNotFoundError
 from functionary.responses_types import ResponsesRequest
 from tgi.api.auth import check_auth
 from tgi.api.body import document_body, read_chat_request, read_json
@@ -38,11 +37,7 @@ def _install_generation_routes(app: FastAPI, settings: Settings) -> None:
         check_auth(request, settings.api_keys)
         req = await read_chat_request(request, max_body_bytes=settings.max_body_bytes)
         runtime = request.app.state.runtime
-        if req.model is not None and req.model not in runtime.model_names:
-            raise ModelNotFoundError(
-                f"The model '{req.model}' does not exist; this server serves '{settings.model_name}'.",
-                param="model",
-            )
+        runtime.check_model(req.model)
         record = request.scope["state"]["record"]
         plan = await runtime.chat.plan_async(req, request_id=new_request_id(), record=record,
                                              body_bytes=request.scope["state"].get("body_bytes", 0))
@@ -62,8 +57,7 @@ def _install_generation_routes(app: FastAPI, settings: Settings) -> None:
         data = await read_json(request, max_body_bytes=settings.max_body_bytes)
         runtime = request.app.state.runtime
         state = request.scope["state"]
-        work = create_response(runtime.chat, data, model_names=runtime.model_names, record=state["record"],
-                               body_bytes=state.get("body_bytes", 0))
+        work = create_response(runtime, data, record=state["record"], body_bytes=state.get("body_bytes", 0))
         answer = await unless_disconnected(work, request.receive)  # a client that leaves cancels TGI's work
         if isinstance(answer, dict):
             return JSONResponse(answer)

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from functionary.detect import detect_template
-from functionary.errors import GatewayError
+from functionary.errors import GatewayError, ModelNotFoundError
 from functionary.templates import get_template
 from tgi.api.startup import EXIT_MODEL, EXIT_USAGE, StartupError
 from tgi.cluster.discovery import DnsDiscovery, lookup_urls
@@ -47,6 +47,14 @@ class Runtime:
     template_version: str
     started: int
     backend: str = "tgi"
+
+    def check_model(self, requested: str | None) -> None:
+        """A request naming a model: one this gateway serves, or a 404 (chat and Responses alike)."""
+        if requested is not None and requested not in self.model_names:
+            raise ModelNotFoundError(
+                f"The model '{requested}' does not exist; this server serves '{self.chat.model_name}'.",
+                param="model",
+            )
 
     async def health(self) -> dict:
         states = await self.pool.health()
